@@ -1,0 +1,1 @@
+"""The job queue: what to scan, where results go, and the CLI."""

@@ -1,0 +1,37 @@
+"""Model artifacts under AISCAN_HOME/models/NAME/VERSION, registered in the database."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobs.settings import Settings
+from jobs.store.db import open_database
+from jobs.store.models import DetectorModel
+from jobs.store.queries import next_model_version, register_model
+
+
+def register_artifact(settings: Settings, name: str, build: Callable[[Path], Any]) -> DetectorModel:
+    """Save the next version of ``name`` (``build(directory)`` writes it), then register it."""
+    db = open_database(settings.database_url)
+    with db.session() as s:
+        version = next_model_version(s, name)
+    directory = settings.models_dir / name / str(version)
+    if directory.exists():
+        shutil.rmtree(directory)
+    try:
+        artifact = build(directory)
+        with db.session() as s:
+            row = register_model(
+                s, name=name, path=str(directory), sha256=artifact.meta.sha256,
+                meta=artifact.meta.to_dict(),
+            )
+            s.expunge(row)
+            return row
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+
+

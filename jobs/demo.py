@@ -1,0 +1,119 @@
+"""`aiscan demo`: synthetic data -> a small trained detector -> a scan of a mixed archive -> a CSV report.
+
+Part of the CLI's composition root, so it may use training and model.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from jobs.artifacts import register_artifact
+from jobs.errors import NotFound
+from jobs.inprocess import run_scan
+from jobs.settings import Settings
+from jobs.store.db import open_database
+from jobs.store.models import DetectorModel
+from jobs.store.queries import resolve_model
+from jobs.summary import job_summary, print_summary
+
+DEMO_MODEL = "demo"
+DEMO_INPUT_SIZE = 75
+
+
+def _existing_demo_model(settings: Settings) -> DetectorModel | None:
+    with open_database(settings.database_url).session() as s:
+        try:
+            row = resolve_model(s, DEMO_MODEL)
+        except NotFound:
+            return None
+        s.expunge(row)
+    return row if Path(row.path, "model.keras").is_file() else None
+
+
+def _train_demo_model(settings: Settings, data_dir: Path, train_images: int, epochs: int,
+                      console: Console) -> DetectorModel:
+    from training.synth import write_labelled_set
+
+    from model.artifact import ArtifactMeta, save_artifact
+    from training.train import TrainConfig, train
+
+    shutil.rmtree(data_dir, ignore_errors=True)
+    console.print(f"making {train_images} synthetic training images in {data_dir}")
+    write_labelled_set(data_dir, train_images // 2, train_images - train_images // 2,
+                       size=(128, 128), seed=1)
+    config = TrainConfig(input_size=DEMO_INPUT_SIZE, epochs=epochs, batch_size=32,
+                         base_weights=None, learning_rate=1e-3, seed=0)
+    console.print(f"training an InceptionV3 detector from scratch at {DEMO_INPUT_SIZE} px "
+                  f"for {epochs} epochs on the CPU ...")
+    started = time.monotonic()
+
+    def report(epoch: int, logs: dict[str, float]) -> None:
+        console.print(f"  epoch {epoch}/{epochs}: loss {logs.get('loss', 0):.3f}, "
+                      f"val accuracy {logs.get('val_accuracy', 0):.3f}")
+
+    result = train(data_dir, config, on_epoch=report)
+    console.print(f"trained in {time.monotonic() - started:.0f} s, "
+                  f"validation accuracy {result.metrics['val_accuracy']:.3f}")
+    meta = ArtifactMeta(
+        name=DEMO_MODEL,
+        input_size=DEMO_INPUT_SIZE,
+        scale="symmetric",
+        metrics=result.metrics,
+        source="aiscan demo: trained on synthetic images (training/synth.py)",
+        extra={"training": result.params(), "data_counts": result.counts},
+    )
+    return register_artifact(settings, DEMO_MODEL, lambda d: save_artifact(result.model, d, meta))
+
+
+def run_demo(settings: Settings, workdir: Path | None, *, retrain: bool, train_images: int,
+             epochs: int, console: Console) -> None:
+    """The README's first command: everything on embedded defaults, nothing downloaded."""
+    from training.synth import write_archive
+
+    from jobs.reports import write_report
+
+    workdir = (workdir or settings.home / "demo").expanduser().resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    console.print("[bold]aiscan demo[/bold]: the model below is a DEMO model trained on synthetic "
+                  "images. It is not for real audits.")
+    row = None if retrain else _existing_demo_model(settings)
+    if row is None:
+        row = _train_demo_model(settings, workdir / "train", train_images, epochs, console)
+    else:
+        console.print(f"using the existing demo model {row.ref} (--retrain trains a new one)")
+
+    archive = workdir / "archive"
+    shutil.rmtree(archive, ignore_errors=True)
+    truth = write_archive(archive, 40, 40, n_corrupt=2, n_non_images=1, seed=7)
+    console.print(f"scanning a synthetic archive of {len(truth)} files in {archive} "
+                  "(some corrupt, some not images)")
+    job_id = run_scan(settings, [str(archive)], model_ref=row.ref, chunk_size=settings.chunk_size,
+                      batch_size=settings.batch_size, show_progress=True)
+    summary = job_summary(settings, job_id)
+    print_summary(summary, console)
+
+    report_path = workdir / "report.csv"
+    with open_database(settings.database_url).session() as s, open(report_path, "w", newline="") as fh:
+        count = write_report(s, job_id, "csv", fh)
+    correct, judged = _accuracy(report_path, truth)
+    console.print(f"on this archive the demo model labelled {correct} of {judged} images correctly")
+    console.print(f"database: {settings.database_url}")
+    console.print(f"model:    {row.path}")
+    console.print(f"report:   {report_path} ({count} rows)")
+
+
+def _accuracy(report_path: Path, truth: dict[str, str]) -> tuple[int, int]:
+    import csv
+
+    correct = judged = 0
+    with open(report_path, newline="") as fh:
+        for rec in csv.DictReader(fh):
+            expected = truth.get(rec["image_uri"])
+            if expected in ("real", "fake"):
+                judged += 1
+                correct += rec["label"] == expected
+    return correct, judged

@@ -1,0 +1,93 @@
+"""The embedded queue: a job's tasks run one after another in this process, with a progress bar."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from jobs.pipeline import TASKS, TaskContext
+from jobs.settings import Settings
+from jobs.store.db import open_database
+from jobs.store.models import DetectorModel
+from jobs.store.queries import get_job
+from jobs.submit import submit_job
+
+err_console = Console(stderr=True)
+
+
+class InProcessQueue:
+    """The embedded queue: tasks sent by name run one after another in this process."""
+
+    def __init__(self) -> None:
+        self._pending: deque[tuple[str, tuple[Any, ...]]] = deque()
+
+    def send(self, name: str, *args: Any) -> None:
+        self._pending.append((name, args))
+
+    def run_next(self, ctx: TaskContext) -> bool:
+        """Run one queued task; False when the queue is empty."""
+        if not self._pending:
+            return False
+        name, args = self._pending.popleft()
+        TASKS[name](ctx, *args)
+        return True
+
+    def drain(self, ctx: TaskContext) -> None:
+        while self.run_next(ctx):
+            pass
+
+
+def classifier_factory(settings: Settings, batch_size: int) -> Callable[[DetectorModel], Any]:
+    from model.classifier import load_classifier
+
+    def classifier_for(row: DetectorModel) -> Any:
+        return load_classifier(
+            Path(row.path),
+            batch_size=batch_size,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_pixels,
+            expected_sha256=row.sha256,
+        )
+
+    return classifier_for
+
+
+def run_scan(
+    settings: Settings,
+    sources: list[str],
+    *,
+    model_ref: str | None,
+    chunk_size: int,
+    batch_size: int,
+    show_progress: bool,
+) -> int:
+    """Create a job and run all its tasks in this process, with a progress bar; returns the job id."""
+    db = open_database(settings.database_url)
+    queue = InProcessQueue()
+    job_id = submit_job(
+        db, queue.send, sources, model_ref=model_ref, chunk_size=chunk_size,
+        options={"batch_size": batch_size},
+    )
+    ctx = TaskContext(settings, db, queue.send, classifier_factory(settings, batch_size))
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err_console, disable=not show_progress) as bar:
+        task = bar.add_task(f"job {job_id}: finding images", total=None)
+        queue.run_next(ctx)
+        with db.session() as s:
+            total = get_job(s, job_id).total
+        bar.update(task, total=total, description=f"job {job_id}: classifying")
+        ctx.on_progress = lambda n: bar.advance(task, n)
+        queue.drain(ctx)
+    return job_id
+
+

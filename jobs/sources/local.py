@@ -1,0 +1,94 @@
+"""Local files and directories: a recursive, lazy walk and bounded reads."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from jobs.errors import FetchError, SourceError
+
+# Kept here rather than imported from model.decode so a client can plan jobs without the model stack.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
+)
+_MAGIC = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"BM",
+    b"II*\x00",  # TIFF little-endian
+    b"MM\x00*",  # TIFF big-endian
+)
+
+
+def looks_like_image(head: bytes) -> bool:
+    """True when the first bytes of a file carry the magic number of a common image format."""
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return True
+    return head.startswith(_MAGIC)
+
+
+class LocalSource:
+    """A directory walked recursively, or a single file."""
+
+    def __init__(self, spec: str) -> None:
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise SourceError(f"no such file or directory: {spec}")
+        self.root = Path(os.path.abspath(path))
+        # Stored absolute so a worker started in another directory finds the same files.
+        self.spec = str(self.root)
+        self.skipped = 0
+
+    def iter_refs(self) -> Iterator[str]:
+        """Image paths under the root in a stable order; non-image files are counted in ``skipped``."""
+        if self.root.is_file():
+            yield str(self.root)
+            return
+        yield from self._walk(str(self.root))
+
+    def _walk(self, directory: str) -> Iterator[str]:
+        try:
+            with os.scandir(directory) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            # An unreadable sub-directory is not a reason to stop the whole scan.
+            self.skipped += 1
+            return
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from self._walk(entry.path)
+            elif entry.is_file() and self._is_image(entry):
+                yield entry.path
+            elif entry.is_file():
+                self.skipped += 1
+
+    @staticmethod
+    def _is_image(entry: os.DirEntry[str]) -> bool:
+        if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            return True
+        try:
+            with open(entry.path, "rb") as fh:
+                return looks_like_image(fh.read(16))
+        except OSError:
+            return False
+
+
+def read_local(path: str, max_bytes: int) -> bytes:
+    """The bytes of one local image, or a FetchError naming why not."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > max_bytes:
+                raise FetchError("too_large", f"file is {size} bytes, the limit is {max_bytes}")
+            return fh.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise FetchError("missing", "file no longer exists") from None
+    except IsADirectoryError:
+        raise FetchError("not_an_image", "is a directory") from None
+    except PermissionError:
+        raise FetchError("unreadable", "permission denied") from None
+    except OSError as exc:
+        raise FetchError("io_error", f"read failed: {exc.strerror or exc}") from None

@@ -1,0 +1,1 @@
+"""SQL storage: ORM models, engine and sessions, schema migrations."""

@@ -1,0 +1,156 @@
+"""Engine, sessions and schema migrations for the SQLite and PostgreSQL backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from jobs.errors import AiscanError
+from jobs.store.models import Result
+
+
+class DatabaseError(AiscanError):
+    """The database cannot be reached or its schema is not the one this aiscan expects."""
+
+
+def _alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("migrations")))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(_alembic_config("sqlite://"))
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the per-backend settings aiscan relies on (SQLite: WAL, busy timeout, FKs)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # WAL lets readers (aiscan jobs show) run while a scan writes.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run Alembic migrations up to ``revision`` on ``engine``."""
+    cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
+class Database:
+    """An engine plus a session factory, with the schema checked (or created, for embedded SQLite)."""
+
+    def __init__(self, url: str, *, auto_upgrade: bool) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._check_schema(auto_upgrade)
+
+    def _check_schema(self, auto_upgrade: bool) -> None:
+        safe_url = self.engine.url.render_as_string(hide_password=True)
+        try:
+            revision = current_revision(self.engine)
+        except OperationalError as exc:
+            raise DatabaseError(f"cannot connect to the database {safe_url}: {exc.orig}") from None
+        if revision == head_revision():
+            return
+        if auto_upgrade:
+            upgrade(self.engine)
+            return
+        raise DatabaseError(
+            f"the database {safe_url} is at schema revision {revision or 'none'}, "
+            f"aiscan needs {head_revision()}: run `aiscan db upgrade`"
+        )
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@lru_cache(maxsize=8)
+def open_database(url: str, *, auto_upgrade: bool | None = None) -> Database:
+    """This process's Database for ``url``; embedded SQLite is migrated on first use."""
+    if auto_upgrade is None:
+        auto_upgrade = make_url(url).get_backend_name() == "sqlite"
+    return Database(url, auto_upgrade=auto_upgrade)
+
+
+_RESULT_UPDATE_COLUMNS = (
+    "sha256",
+    "byte_size",
+    "width",
+    "height",
+    "format",
+    "p_real",
+    "label",
+    "error_kind",
+    "error",
+    "model_id",
+    "classified_at",
+)
+
+
+def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert result rows, replacing any row with the same (job_id, image_uri): redelivery is harmless."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
+    if insert is None:
+        raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
+    stmt = insert(Result)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["job_id", "image_uri"],
+        set_={col: stmt.excluded[col] for col in _RESULT_UPDATE_COLUMNS},
+    )
+    session.execute(stmt, list(rows))

@@ -1,0 +1,57 @@
+"""Decode + batch inference + thresholds behind one object: what a chunk of a job needs from a model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model.artifact import Thresholds
+from model.decode import Decoded, decode_image
+from model.errors import ModelError
+from model.runner import Runner, load_runner
+
+
+@dataclass
+class ImageClassifier:
+    """Scores image bytes with one model artifact, applying its input size and thresholds."""
+
+    runner: Runner
+    thresholds: Thresholds
+    max_bytes: int | None = None
+    max_pixels: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.runner.batch_size
+
+    def decode(self, data: bytes) -> Decoded:
+        return decode_image(
+            data, self.runner.input_size, max_bytes=self.max_bytes, max_pixels=self.max_pixels
+        )
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return self.runner.predict(pixels)
+
+    def label(self, p_real: float) -> str:
+        return self.thresholds.label(p_real)
+
+
+def load_classifier(
+    directory: Path,
+    *,
+    batch_size: int,
+    max_bytes: int | None = None,
+    max_pixels: int | None = None,
+    expected_sha256: str | None = None,
+) -> ImageClassifier:
+    """The classifier of the artifact in ``directory``; the model is loaded once per process."""
+    runner = load_runner(directory, batch_size)
+    assert runner.meta is not None
+    if expected_sha256 is not None and runner.meta.sha256 != expected_sha256:
+        raise ModelError(
+            f"the model in {directory} (sha256 {runner.meta.sha256[:12]}) is not the registered one "
+            f"(sha256 {expected_sha256[:12]}): re-import it with `aiscan model import`"
+        )
+    return ImageClassifier(runner, runner.meta.thresholds, max_bytes, max_pixels)
