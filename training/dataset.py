@@ -9,8 +9,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model.decode import IMAGE_EXTENSIONS, decode_image
+from model.decode import decode_image
 from model.errors import DecodeError, ModelError
+from model.formats import IMAGE_EXTENSIONS
 
 # Folder names users meet in the wild: CIFAKE ships REAL/FAKE, other sets 0_real/1_fake.
 CLASS_DIRS = {"real": 1, "0_real": 1, "fake": 0, "1_fake": 0}

@@ -79,7 +79,7 @@ def train(
     model.compile(
         optimizer=keras.optimizers.Adam(config.learning_rate),
         loss="binary_crossentropy",
-        metrics=["accuracy"],
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
     )
     callbacks: list[keras.callbacks.Callback] = []
     if on_epoch is not None:

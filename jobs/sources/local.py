@@ -7,27 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from jobs.errors import FetchError, SourceError
-
-# Kept here rather than imported from model.decode so a client can plan jobs without the model stack.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff"}
-)
-_MAGIC = (
-    b"\xff\xd8\xff",  # JPEG
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-    b"II*\x00",  # TIFF little-endian
-    b"MM\x00*",  # TIFF big-endian
-)
-
-
-def looks_like_image(head: bytes) -> bool:
-    """True when the first bytes of a file carry the magic number of a common image format."""
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return True
-    return head.startswith(_MAGIC)
+from model.formats import IMAGE_EXTENSIONS, sniff_image
 
 
 class LocalSource:
@@ -71,7 +51,7 @@ class LocalSource:
             return True
         try:
             with open(entry.path, "rb") as fh:
-                return looks_like_image(fh.read(16))
+                return sniff_image(fh.read(32))
         except OSError:
             return False
 
