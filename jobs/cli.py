@@ -29,7 +29,7 @@ from jobs.store.queries import (
 from jobs.summary import job_summary, print_summary
 
 err_console = Console(stderr=True)
-out_console = Console()
+out_console = Console(soft_wrap=True)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

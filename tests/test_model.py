@@ -23,7 +23,6 @@ from model.layers import Preprocess, RealProbability
 from model.runner import Runner, load_runner
 
 # Keras' TensorFlow backend converts tensors with an old-style np.array call under NumPy 2.
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy")
 
 
 def _pixels(n: int, size: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,5 @@
+"""`python -m jobs` is the `aiscan` command."""
+
+from jobs.cli import main
+
+main()

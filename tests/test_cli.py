@@ -1,0 +1,236 @@
+"""End to end through the CLI: scan a directory with good and corrupt files, report, import models."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from jobs.cli import cli
+from jobs.reports import COLUMNS
+from jobs.settings import get_settings
+from model.decode import decode_image
+from training.synth import generator_like, write_archive
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def detector_model(aiscan_home: Path) -> str:
+    """An untrained detector of the real architecture (75 px), registered as the default model."""
+    from jobs.artifacts import register_artifact
+    from model.artifact import ArtifactMeta, save_artifact
+    from model.detector import build_detector
+
+    keras.utils.set_random_seed(3)
+    model = build_detector(75, None)
+    meta = ArtifactMeta(name="rand", input_size=75, source="tests: untrained")
+    row = register_artifact(get_settings(), "rand", lambda d: save_artifact(model, d, meta))
+    return row.ref
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_scan_directory_and_report(tmp_path: Path, detector_model: str) -> None:
+    truth = write_archive(tmp_path / "archive", 5, 5, n_corrupt=2, n_non_images=2, seed=4)
+    expected = {p: o for p, o in truth.items() if o != "skipped"}
+
+    summary = json.loads(invoke("scan", str(tmp_path / "archive"), "--json", "--chunk-size", "4"))
+    assert summary["status"] == "done"
+    assert summary["model"] == detector_model
+    assert summary["counts"]["total"] == summary["counts"]["done"] == len(expected)
+    assert summary["counts"]["errors"] == 2
+    assert summary["error_kinds"] == {"truncated": 1, "not_an_image": 1}
+    assert summary["skipped_files"] == 2
+    labelled = sum(summary["counts"][k] for k in ("real", "fake", "uncertain"))
+    assert labelled == 10
+
+    job = str(summary["job_id"])
+    out = tmp_path / "report.csv"
+    invoke("report", job, "--format", "csv", "-o", str(out))
+    rows = _read_csv(out)
+    assert tuple(rows[0].keys()) == COLUMNS
+    assert {r["image_uri"] for r in rows} == set(expected)
+    assert len(rows) == len(expected)
+    for r in rows:
+        outcome = expected[r["image_uri"]]
+        data = Path(r["image_uri"]).read_bytes()
+        assert r["sha256"] == hashlib.sha256(data).hexdigest()
+        assert int(r["byte_size"]) == len(data)
+        if outcome in ("real", "fake"):
+            assert r["error_kind"] == "" and r["error"] == ""
+            assert (int(r["width"]), int(r["height"])) == Image.open(io.BytesIO(data)).size
+            p = float(r["p_real"])
+            assert 0.0 <= p <= 1.0
+            assert r["label"] == ("fake" if p < 0.4 else "real" if p > 0.6 else "uncertain")
+        else:
+            assert r["error_kind"] == outcome
+            assert r["p_real"] == "" and r["label"] == ""
+            assert r["error"]
+
+    lines = invoke("report", job, "--format", "jsonl").strip().splitlines()
+    assert len(lines) == len(expected)
+    assert {json.loads(line)["image_uri"] for line in lines} == set(expected)
+
+    listed = json.loads(invoke("jobs", "list", "--json"))
+    assert [j["job_id"] for j in listed] == [summary["job_id"]]
+    shown = json.loads(invoke("jobs", "show", job, "--json"))
+    assert shown["counts"] == summary["counts"]
+    assert "job " + job in invoke("jobs", "show", job)
+
+
+def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: str) -> None:
+    from sqlalchemy import func, select, update
+
+    from jobs.inprocess import InProcessQueue, classifier_factory
+    from jobs.pipeline import TaskContext, classify_chunk
+    from jobs.store.db import open_database
+    from jobs.store.models import Chunk, ChunkStatus, Result
+
+    write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=0, seed=5)
+    summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json", "--chunk-size", "3"))
+    settings = get_settings()
+    db = open_database(settings.database_url)
+    with db.session() as s:
+        before = sorted((r.image_uri, r.p_real, r.error_kind) for r in s.scalars(select(Result)))
+        chunk_ids = list(s.scalars(select(Chunk.id).where(Chunk.job_id == summary["job_id"])))
+        # Pretend every chunk's first delivery died after writing: redeliver them all.
+        s.execute(update(Chunk).values(status=ChunkStatus.PENDING))
+    assert len(chunk_ids) == 3
+    queue = InProcessQueue()
+    ctx = TaskContext(settings, db, queue.send, classifier_factory(settings, 8))
+    for chunk_id in chunk_ids:
+        classify_chunk(ctx, summary["job_id"], chunk_id)
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Result)) == len(before)
+        after = sorted((r.image_uri, r.p_real, r.error_kind) for r in s.scalars(select(Result)))
+    assert [a[0] for a in after] == [b[0] for b in before]
+    assert np.allclose([a[1] or 0 for a in after], [b[1] or 0 for b in before], atol=1e-6)
+
+
+def _png_dir(root: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(11)
+    paths = []
+    for i in range(n):
+        path = root / f"g{i}.png"
+        generator_like(rng, *size).save(path)
+        paths.append(path)
+    return paths
+
+
+def _scores(report: Path) -> dict[str, float]:
+    return {r["image_uri"]: float(r["p_real"]) for r in _read_csv(report)}
+
+
+def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: Path) -> None:
+    # The 36x36 CIFAKE CNN convention: BGR scaled to 0..1, two sigmoid units, index 1 = REAL.
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((36, 36, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    orig = keras.Model(inputs, keras.layers.Dense(2, activation="sigmoid")(x))
+    h5 = tmp_path / "cifake.h5"
+    orig.save(h5)
+
+    out = invoke("model", "import", str(h5), "--name", "cifake", "--channel-order", "bgr",
+                 "--scale", "unit", "--real-index", "1")
+    assert "imported cifake:1" in out
+    paths = _png_dir(tmp_path / "imgs", 6, (90, 70))
+    summary = json.loads(invoke("scan", str(tmp_path / "imgs"), "--model", "cifake", "--json"))
+    invoke("report", str(summary["job_id"]), "-o", str(tmp_path / "r.csv"))
+    got = _scores(tmp_path / "r.csv")
+
+    pixels = np.stack([decode_image(p.read_bytes(), 36).pixels for p in paths])
+    want = orig.predict(pixels[..., ::-1].astype("float32") / 255.0, verbose=0)[:, 1]
+    assert np.ptp(want) > 1e-4, "the test model must tell the images apart"
+    assert np.allclose([got[str(p)] for p in paths], want, atol=1e-5)
+    shown = json.loads(invoke("model", "show", "cifake", "--json"))
+    assert shown["meta"]["channel_order"] == "bgr"
+    assert shown["meta"]["output"]["real_index"] == 1
+
+
+def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: Path) -> None:
+    # The InceptionV3 app's convention: RGB scaled to 0..1, one sigmoid unit = probability real.
+    # Its real model is 299x299; the input size is read from the file, so a small one tests the same path.
+    keras.utils.set_random_seed(6)
+    inputs = keras.Input((96, 96, 3))
+    x = keras.layers.Conv2D(4, 5, strides=3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    orig = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    h5 = tmp_path / "inception_app.h5"
+    orig.save(h5)
+
+    invoke("model", "import", str(h5), "--name", "app", "--scale", "unit", "--sigmoid-means", "real")
+    invoke("model", "default", "app")
+    paths = _png_dir(tmp_path / "imgs", 5, (120, 100))
+    summary = json.loads(invoke("scan", str(tmp_path / "imgs"), "--json"))
+    assert summary["model"] == "app:1"
+    invoke("report", str(summary["job_id"]), "-o", str(tmp_path / "r.csv"))
+    got = _scores(tmp_path / "r.csv")
+    pixels = np.stack([decode_image(p.read_bytes(), 96).pixels for p in paths])
+    want = orig.predict(pixels.astype("float32") / 255.0, verbose=0).reshape(-1)
+    assert np.ptp(want) > 1e-4
+    assert np.allclose([got[str(p)] for p in paths], want, atol=1e-5)
+    listed = json.loads(invoke("model", "list", "--json"))
+    assert [(m["ref"], m["default"]) for m in listed] == [("app:1", True)]
+
+
+def _aiscan(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"AISCAN_HOME": str(home), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "jobs", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("scan", "/no/such/dir"), 1, "error: no such file or directory: /no/such/dir"),
+        (("scan",), 2, "error: Missing argument 'SOURCES...'."),
+        (("scan", "--chunk-size", "0", "."), 2, "error: Invalid value for '--chunk-size'"),
+        (("scan", "."), 1, "error: no default model: run `aiscan demo`"),
+        (("report", "42"), 1, "error: no job 42"),
+        (("report", "x"), 2, "error: Invalid value for 'JOB_ID'"),
+        (("model", "show", "nope"), 1, "error: no model 'nope'"),
+        (("model", "import", "/no/file.h5", "--name", "x"), 2, "error: Invalid value for 'FILE'"),
+        (("nosuchcommand",), 2, "error: No such command 'nosuchcommand'."),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(
+    tmp_path: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
+    proc = _aiscan(tmp_path / "home", *args)
+    assert proc.returncode == code
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(message)
+    assert "Traceback" not in proc.stderr
+
+
+def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> None:
+    out = invoke("demo", "--workdir", str(tmp_path / "demo"), "--train-images", "40", "--epochs", "1")
+    assert "not for real audits" in out
+    report = tmp_path / "demo" / "report.csv"
+    rows = _read_csv(report)
+    # 40 + 40 images, 2 corrupt files; the non-image file is skipped.
+    assert len(rows) == 82
+    assert sum(1 for r in rows if r["error_kind"]) == 2
+    assert f"report:   {report}" in out
+    assert json.loads(invoke("model", "show", "demo", "--json"))["meta"]["metrics"]["train_size"] > 0
