@@ -27,21 +27,14 @@ from jobs.store.queries import (
     set_default_model,
 )
 from jobs.summary import job_summary, print_summary
+from model.errors import ModelError  # plain exceptions: importing them loads no Keras
 
-err_console = Console(stderr=True)
 out_console = Console(soft_wrap=True)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 def _database(settings: Settings) -> store_db.Database:
     return store_db.open_database(settings.database_url)
-
-
-def _model_errors() -> tuple[type[Exception], ...]:
-    # Imported lazily: a client that only lists jobs must not pay for (or need) Keras.
-    from model.errors import ModelError
-
-    return (ModelError,)
 
 
 def _emit_json(data: Any) -> None:
@@ -68,14 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except AiscanError as exc:
+    except (AiscanError, ModelError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except Exception as exc:
-        if isinstance(exc, _model_errors()):
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(1)
-        raise
 
 
 # ---------------------------------------------------------------- scanning

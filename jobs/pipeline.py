@@ -150,12 +150,10 @@ def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int) -> None:
         job = s.get(Job, job_id)
         if chunk is None or job is None or job.status in JobStatus.FINISHED:
             return
-        if chunk.status == ChunkStatus.DONE:
-            done_already = True
-        else:
-            done_already = False
-            refs, model_row = list(chunk.refs), s.get(DetectorModel, job.model_id)
-    if done_already:
+        already_done = chunk.status == ChunkStatus.DONE
+        refs, model_row = list(chunk.refs), s.get(DetectorModel, job.model_id)
+    if already_done:
+        # A redelivery after the commit: the rows are there, only the job's end may be owed.
         _finish_if_complete(ctx, job_id)
         return
 

@@ -193,8 +193,8 @@ def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_
     assert [(m["ref"], m["default"]) for m in listed] == [("app:1", True)]
 
 
-def _aiscan(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"AISCAN_HOME": str(home), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _aiscan(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    env = {"AISCAN_HOME": str(home), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", **extra_env}
     return subprocess.run([sys.executable, "-m", "jobs", *args], capture_output=True, text=True,
                           env=env, timeout=120)
 
@@ -222,6 +222,21 @@ def test_bad_arguments_are_one_line_errors(
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(message)
     assert "Traceback" not in proc.stderr
+
+
+def test_bad_setting_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = _aiscan(tmp_path / "home", "jobs", "list", AISCAN_CHUNK_SIZE="many")
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == "error: AISCAN_CHUNK_SIZE='many' is not an integer"
+
+
+def test_submitting_side_does_not_need_keras() -> None:
+    # A client machine plans and follows jobs without TensorFlow: the CLI must not import Keras.
+    code = (
+        "import sys, jobs.cli, jobs.submit, jobs.pipeline, jobs.sources;"
+        "sys.exit(any(m.split('.')[0] in ('keras', 'tensorflow') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
 def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> None:

@@ -127,6 +127,14 @@ class ImageBatches(keras.utils.PyDataset):
             self._rng.shuffle(self._order)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        # A batch whose files are all corrupt borrows the next one: Keras cannot fit an empty batch.
+        for offset in range(len(self)):
+            batch = self._decode_batch((index + offset) % len(self))
+            if len(batch[0]):
+                return batch
+        raise DatasetError("no file of the data set could be decoded")
+
+    def _decode_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         pixels, labels = [], []
         for i in picked:
@@ -138,7 +146,6 @@ class ImageBatches(keras.utils.PyDataset):
                 self.skipped.add(path)
                 continue
             labels.append(self.files.labels[i])
-        if not pixels:
-            shape = (0, self.input_size, self.input_size, 3)
-            return np.zeros(shape, np.uint8), np.zeros((0,), np.float32)
-        return np.stack(pixels), np.asarray(labels, dtype=np.float32)
+        shape = (len(pixels), self.input_size, self.input_size, 3)
+        stacked = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
+        return stacked, np.asarray(labels, dtype=np.float32)
