@@ -7,35 +7,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
 
 from jobs.errors import ConfigError
 
 PREFIX = "AISCAN_"
+T = TypeVar("T", int, float)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+def _number(env: Mapping[str, str], name: str, default: T, minimum: T) -> T:
+    """The number in AISCAN_<name>, of the type of ``default``, or ``default`` when unset."""
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
+    kind = type(default)
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not an integer") from None
-    if value < minimum:
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not {noun}") from None
+    if not value >= minimum:  # also refuses nan
         raise ConfigError(f"{PREFIX}{name}={value} must be at least {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(PREFIX + name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
-    if value <= 0:
-        raise ConfigError(f"{PREFIX}{name}={value} must be positive")
     return value
 
 
@@ -75,12 +67,12 @@ class Settings:
             broker_url=env.get(PREFIX + "BROKER_URL") or None,
             result_backend=env.get(PREFIX + "RESULT_BACKEND") or None,
             s3_endpoint_url=env.get(PREFIX + "S3_ENDPOINT_URL") or None,
-            batch_size=_int(env, "BATCH_SIZE", 32),
-            chunk_size=_int(env, "CHUNK_SIZE", 256),
-            fetch_concurrency=_int(env, "FETCH_CONCURRENCY", 8),
-            max_image_bytes=_int(env, "MAX_IMAGE_BYTES", 64 * 1024 * 1024),
-            max_pixels=_int(env, "MAX_PIXELS", 128_000_000),
-            url_timeout=_float(env, "URL_TIMEOUT", 20.0),
+            batch_size=_number(env, "BATCH_SIZE", 32, 1),
+            chunk_size=_number(env, "CHUNK_SIZE", 256, 1),
+            fetch_concurrency=_number(env, "FETCH_CONCURRENCY", 8, 1),
+            max_image_bytes=_number(env, "MAX_IMAGE_BYTES", 64 * 1024 * 1024, 1),
+            max_pixels=_number(env, "MAX_PIXELS", 128_000_000, 1),
+            url_timeout=_number(env, "URL_TIMEOUT", 20.0, 0.1),
         )
 
 
