@@ -249,3 +249,30 @@ def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> Non
     assert sum(1 for r in rows if r["error_kind"]) == 2
     assert f"report:   {report}" in out
     assert json.loads(invoke("model", "show", "demo", "--json"))["meta"]["metrics"]["train_size"] > 0
+
+
+def test_scan_into_postgresql(
+    tmp_path: Path, aiscan_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.store.db import open_database
+
+    monkeypatch.setenv("AISCAN_DATABASE_URL", postgres_url)
+    get_settings.cache_clear()
+    open_database.cache_clear()
+    # A server database is never migrated behind the user's back.
+    proc = _aiscan(tmp_path, "model", "list", AISCAN_DATABASE_URL=postgres_url)
+    assert proc.returncode == 1 and "run `aiscan db upgrade`" in proc.stderr
+    assert "database at revision 0001" in invoke("db", "upgrade")
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((48, 48, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "m.keras")
+    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "pg", "--scale", "symmetric")
+    truth = write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=1, seed=9)
+    summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json", "--chunk-size", "2"))
+    assert summary["status"] == "done"
+    assert summary["counts"]["done"] == sum(1 for o in truth.values() if o != "skipped") == 7
+    assert summary["counts"]["errors"] == 1
+    rows = invoke("report", str(summary["job_id"]), "--format", "jsonl").splitlines()
+    assert len(rows) == 7
