@@ -36,9 +36,8 @@ def _existing_demo_model(settings: Settings) -> DetectorModel | None:
 
 def _train_demo_model(settings: Settings, data_dir: Path, train_images: int, epochs: int,
                       console: Console) -> DetectorModel:
-    from training.synth import write_labelled_set
-
     from model.artifact import ArtifactMeta, save_artifact
+    from training.synth import write_labelled_set
     from training.train import TrainConfig, train
 
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -72,9 +71,8 @@ def _train_demo_model(settings: Settings, data_dir: Path, train_images: int, epo
 def run_demo(settings: Settings, workdir: Path | None, *, retrain: bool, train_images: int,
              epochs: int, console: Console) -> None:
     """The README's first command: everything on embedded defaults, nothing downloaded."""
-    from training.synth import write_archive
-
     from jobs.reports import write_report
+    from training.synth import write_archive
 
     workdir = (workdir or settings.home / "demo").expanduser().resolve()
     workdir.mkdir(parents=True, exist_ok=True)
