@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,27 @@ def _number(env: Mapping[str, str], name: str, default: T, minimum: T) -> T:
     return value
 
 
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (env.get(PREFIX + name) or "0").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{PREFIX}{name}={raw!r} must be 1 or 0")
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated CIDR networks, each checked now so a typo fails at start-up."""
+    raw = env.get(PREFIX + name) or ""
+    nets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for net in nets:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}: {net!r} is not an IP network such as 127.0.0.0/8") from None
+    return nets
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration; build it with :func:`get_settings` or :meth:`from_env`."""
@@ -46,6 +68,14 @@ class Settings:
     max_image_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 128_000_000
     url_timeout: float = 20.0
+    url_retries: int = 3
+    url_max_redirects: int = 5
+    url_allow_private: bool = False
+    url_allow_networks: tuple[str, ...] = ()
+    s3_region: str | None = None
+    s3_profile: str | None = None
+    visibility_timeout: int = 3600
+    task_soft_time_limit: int = 1800
 
     @property
     def models_dir(self) -> Path:
@@ -73,6 +103,14 @@ class Settings:
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", 64 * 1024 * 1024, 1),
             max_pixels=_number(env, "MAX_PIXELS", 128_000_000, 1),
             url_timeout=_number(env, "URL_TIMEOUT", 20.0, 0.1),
+            url_retries=_number(env, "URL_RETRIES", 3, 0),
+            url_max_redirects=_number(env, "URL_MAX_REDIRECTS", 5, 0),
+            url_allow_private=_flag(env, "URL_ALLOW_PRIVATE"),
+            url_allow_networks=_networks(env, "URL_ALLOW_NETWORKS"),
+            s3_region=env.get(PREFIX + "S3_REGION") or None,
+            s3_profile=env.get(PREFIX + "S3_PROFILE") or None,
+            visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", 3600, 1),
+            task_soft_time_limit=_number(env, "TASK_SOFT_TIME_LIMIT", 1800, 1),
         )
 
 
