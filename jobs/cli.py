@@ -15,7 +15,8 @@ from rich.table import Table
 
 from jobs.artifacts import register_artifact
 from jobs.errors import AiscanError
-from jobs.inprocess import run_scan
+from jobs.follow import follow_job
+from jobs.inprocess import InProcessQueue, run_queue, run_scan
 from jobs.reports import FORMATS, write_report
 from jobs.settings import Settings, get_settings
 from jobs.store import db as store_db
@@ -26,10 +27,12 @@ from jobs.store.queries import (
     resolve_model,
     set_default_model,
 )
+from jobs.submit import cancel_job, retry_job, submit_job
 from jobs.summary import job_summary, print_summary
 from model.errors import ModelError  # plain exceptions: importing them loads no Keras
 
 out_console = Console(soft_wrap=True)
+err_console = Console(stderr=True)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -70,28 +73,56 @@ def main(argv: list[str] | None = None) -> None:
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("sources", nargs=-1)
+@click.option("--urls", "url_lists", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A text file of URLs (one per line) or a CSV with a url column; repeatable.")
 @click.option("--model", "model_ref", help="NAME or NAME:VERSION (default: the default model).")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Images per chunk (AISCAN_CHUNK_SIZE).")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Images per model batch (AISCAN_BATCH_SIZE).")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Images per model batch in-process (AISCAN_BATCH_SIZE; workers use their own).")
+@click.option("--skip-known", is_flag=True,
+              help="Reuse the result of an image whose content this model already scored.")
+@click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def scan(
     sources: tuple[str, ...],
+    url_lists: tuple[str, ...],
     model_ref: str | None,
     chunk_size: int | None,
     batch_size: int | None,
+    skip_known: bool,
+    wait: bool,
     as_json: bool,
 ) -> None:
-    """Scan SOURCES (directories or image files) and store one result row per image."""
+    """Scan SOURCES: directories, image files, s3://bucket/prefix, URL lists (.txt/.csv) or URLs.
+
+    Without AISCAN_BROKER_URL the job runs in this process; with it, Celery workers run it.
+    """
     settings = get_settings()
-    job_id = run_scan(
-        settings,
-        list(sources),
-        model_ref=model_ref,
-        chunk_size=chunk_size or settings.chunk_size,
-        batch_size=batch_size or settings.batch_size,
-        show_progress=not as_json,
-    )
+    specs = list(sources) + [f"urls:{path}" for path in url_lists]
+    if not specs:
+        raise click.UsageError("give at least one source (a directory, file, s3:// prefix or URL list)")
+    chunk_size = chunk_size or settings.chunk_size
+    if not settings.broker_url:
+        job_id = run_scan(
+            settings, specs, model_ref=model_ref, chunk_size=chunk_size,
+            batch_size=batch_size or settings.batch_size, show_progress=not as_json,
+            skip_known=skip_known,
+        )
+    else:
+        from jobs.app import CeleryQueue, make_app
+
+        job_id = submit_job(
+            _database(settings), settings, CeleryQueue(make_app(settings)).send, specs,
+            model_ref=model_ref, chunk_size=chunk_size, options={"skip_known": skip_known},
+        )
+        if not wait:
+            if as_json:
+                _emit_json({"job_id": job_id, "status": "pending"})
+            else:
+                click.echo(f"job {job_id} queued; follow it with `aiscan jobs show {job_id}`")
+            return
+        follow_job(settings, job_id, console=err_console, show_progress=not as_json)
     summary = job_summary(settings, job_id)
     if as_json:
         _emit_json(summary)
@@ -144,6 +175,34 @@ def jobs_show(job_id: int, as_json: bool) -> None:
         _emit_json(summary)
     else:
         print_summary(summary, out_console)
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+def jobs_cancel(job_id: int) -> None:
+    """Stop JOB_ID: queued chunks are dropped, rows already written stay."""
+    status = cancel_job(_database(get_settings()), job_id)
+    click.echo(f"job {job_id}: {status}")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@click.option("--errors", is_flag=True, help="Also re-queue the images that failed.")
+def jobs_retry(job_id: int, errors: bool) -> None:
+    """Re-queue the unfinished chunks of JOB_ID (after a lost broker, say), and with --errors its failures."""
+    settings = get_settings()
+    db = _database(settings)
+    if settings.broker_url:
+        from jobs.app import CeleryQueue, make_app
+
+        queued = retry_job(db, CeleryQueue(make_app(settings)).send, job_id, errors=errors)
+        click.echo(f"job {job_id}: {queued} images queued again")
+        return
+    queue = InProcessQueue()
+    queued = retry_job(db, queue.send, job_id, errors=errors)
+    run_queue(settings, queue, job_id, batch_size=settings.batch_size, show_progress=True)
+    print_summary(job_summary(settings, job_id), out_console)
+    click.echo(f"job {job_id}: {queued} images run again")
 
 
 # ---------------------------------------------------------------- reports
@@ -284,6 +343,41 @@ def db_upgrade(revision: str) -> None:
         click.echo(f"database at revision {store_db.current_revision(engine)}")
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------- worker
+
+
+@cli.command()
+@click.option("--queues", default="aiscan.plan,aiscan.classify", show_default=True,
+              help="Comma-separated queues; GPU machines may take only aiscan.classify.")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="Pool processes (default: one per GPU, or 1 on a CPU: TensorFlow uses every core).")
+@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True,
+              help="GPUs on this machine; each pool process gets one.")
+@click.option("--name", help="Celery node name (default: aiscan-PID@HOST).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
+    """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A worker worker`)."""
+    from jobs.app import QUEUES
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise click.UsageError("set AISCAN_BROKER_URL (e.g. redis://host:6379/0) to run a worker")
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if unknown or not wanted:
+        raise click.BadParameter(f"unknown queue(s) {', '.join(unknown) or '(none)'}; known: "
+                                 f"{', '.join(QUEUES)}", param_hint="--queues")
+    concurrency = concurrency or max(gpus, 1)
+    # The worker's own settings object reads this: one GPU per pool process.
+    os.environ["AISCAN_WORKER_GPUS"] = str(gpus)
+    argv = [
+        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", ",".join(wanted),
+        "-c", str(concurrency), "-P", "prefork", "-n", name or f"aiscan-{os.getpid()}@%h",
+        "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+    ]
+    os.execv(sys.executable, argv)
 
 
 # ---------------------------------------------------------------- demo

@@ -25,3 +25,7 @@ class FetchError(Exception):
     def __init__(self, error_kind: str, message: str) -> None:
         super().__init__(message)
         self.error_kind = error_kind
+
+
+class TransientFetchError(AiscanError):
+    """The storage backend is unavailable; the task should be retried rather than record failed rows."""

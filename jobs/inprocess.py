@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
+from jobs.follow import PROGRESS_COLUMNS
 from jobs.pipeline import TASKS, TaskContext
 from jobs.settings import Settings
 from jobs.store.db import open_database
 from jobs.store.models import DetectorModel
-from jobs.store.queries import get_job
+from jobs.store.queries import get_job, open_images
 from jobs.submit import submit_job
 
 err_console = Console(stderr=True)
@@ -57,6 +58,23 @@ def classifier_factory(settings: Settings, batch_size: int) -> Callable[[Detecto
     return classifier_for
 
 
+def run_queue(
+    settings: Settings, queue: InProcessQueue, job_id: int, *, batch_size: int, show_progress: bool
+) -> None:
+    """Run everything queued for ``job_id`` here, with a bar over the images this run handles."""
+    db = open_database(settings.database_url)
+    ctx = TaskContext(settings, db, queue.send, classifier_factory(settings, batch_size))
+    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=not show_progress) as bar:
+        task = bar.add_task(f"job {job_id}", total=None)
+        ctx.on_progress = lambda n: bar.advance(task, n)
+        while queue.run_next(ctx):
+            with db.session() as s:
+                planned = get_job(s, job_id).planned
+                remaining = open_images(s, job_id)
+            if planned:
+                bar.update(task, total=bar.tasks[0].completed + remaining)
+
+
 def run_scan(
     settings: Settings,
     sources: list[str],
@@ -65,29 +83,13 @@ def run_scan(
     chunk_size: int,
     batch_size: int,
     show_progress: bool,
+    skip_known: bool = False,
 ) -> int:
     """Create a job and run all its tasks in this process, with a progress bar; returns the job id."""
-    db = open_database(settings.database_url)
     queue = InProcessQueue()
     job_id = submit_job(
-        db, queue.send, sources, model_ref=model_ref, chunk_size=chunk_size,
-        options={"batch_size": batch_size},
+        open_database(settings.database_url), settings, queue.send, sources, model_ref=model_ref,
+        chunk_size=chunk_size, options={"batch_size": batch_size, "skip_known": skip_known},
     )
-    ctx = TaskContext(settings, db, queue.send, classifier_factory(settings, batch_size))
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err_console, disable=not show_progress) as bar:
-        task = bar.add_task(f"job {job_id}: finding images", total=None)
-        queue.run_next(ctx)
-        with db.session() as s:
-            total = get_job(s, job_id).total
-        bar.update(task, total=total, description=f"job {job_id}: classifying")
-        ctx.on_progress = lambda n: bar.advance(task, n)
-        queue.drain(ctx)
+    run_queue(settings, queue, job_id, batch_size=batch_size, show_progress=show_progress)
     return job_id
-
-

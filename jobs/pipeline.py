@@ -15,17 +15,19 @@ from itertools import islice
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from jobs.errors import AiscanError, FetchError
+from jobs.errors import AiscanError, FetchError, TransientFetchError
 from jobs.settings import Settings
-from jobs.sources import fetch_bytes, open_source
+from jobs.sources import fetch, open_source
 from jobs.store.db import Database, upsert_results
-from jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus
+from jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result
 
 PLAN_JOB = "aiscan.plan_job"
 CLASSIFY_CHUNK = "aiscan.classify_chunk"
 FINISH_JOB = "aiscan.finish_job"
+# A chunk whose worker died this many times is recorded as failed instead of being retried forever.
+MAX_CHUNK_ATTEMPTS = 4
 
 
 class Decoded(Protocol):
@@ -77,31 +79,33 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
         job.status = JobStatus.PLANNING
         job.started_at = job.started_at or _now()
         sources, chunk_size = list(job.sources), job.chunk_size
-        known = {seq: status for seq, status in s.execute(
-            select(Chunk.seq, Chunk.status).where(Chunk.job_id == job_id))}
+        existing = s.execute(select(Chunk.seq, Chunk.id).where(Chunk.job_id == job_id))
+        known = {seq: chunk_id for seq, chunk_id in existing}
 
-    total = skipped = 0
-    seq = 0
+    total = skipped = seq = 0
     try:
         for spec in sources:
-            source = open_source(spec)
+            source = open_source(spec, ctx.settings)
             for refs in _batched(source.iter_refs(), chunk_size):
                 total += len(refs)
-                # A redelivered plan re-walks the same deterministic order: existing chunks are kept.
-                if seq not in known:
-                    with ctx.db.session() as s:
+                with ctx.db.session() as s:
+                    job = s.get(Job, job_id)
+                    if job.status == JobStatus.CANCELLED:
+                        return
+                    # Totals grow while planning so `aiscan jobs show` has something to say.
+                    job.total = max(job.total, total)
+                    # A redelivered plan re-walks the same deterministic order and keeps its chunks.
+                    chunk_id = known.get(seq)
+                    if chunk_id is None:
                         chunk = Chunk(job_id=job_id, seq=seq, refs=refs, size=len(refs))
                         s.add(chunk)
                         s.flush()
                         chunk_id = chunk.id
-                    ctx.send(CLASSIFY_CHUNK, job_id, chunk_id)
-                elif known[seq] != ChunkStatus.DONE:
-                    with ctx.db.session() as s:
-                        chunk_id = s.scalar(
-                            select(Chunk.id).where(Chunk.job_id == job_id, Chunk.seq == seq))
-                    ctx.send(CLASSIFY_CHUNK, job_id, chunk_id)
+                ctx.send(CLASSIFY_CHUNK, job_id, chunk_id)
                 seq += 1
             skipped += source.skipped
+    except TransientFetchError:
+        raise
     except AiscanError as exc:
         with ctx.db.session() as s:
             job = s.get(Job, job_id)
@@ -117,33 +121,41 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
 
 
 _RESULT_FIELDS = (
-    "sha256", "byte_size", "width", "height", "format", "p_real", "label", "error_kind", "error"
+    "sha256", "byte_size", "width", "height", "format", "p_real", "label", "error_kind", "error", "etag",
 )
 
 
-def _fetch_and_decode(ctx: TaskContext, classifier: Classifier, ref: str) -> dict[str, Any]:
-    """One ref -> the columns of its result row, plus the decoded pixels when decoding worked."""
+def _fetch(ctx: TaskContext, ref: str) -> dict[str, Any]:
+    """One ref -> the columns of its result row known after fetching, and its bytes under ``data``."""
     row: dict[str, Any] = dict.fromkeys(_RESULT_FIELDS) | {"image_uri": ref}
     try:
-        data = fetch_bytes(ref, ctx.settings)
+        fetched = fetch(ref, ctx.settings)
     except FetchError as exc:
-        return {**row, "error_kind": exc.error_kind, "error": str(exc)}
-    row["sha256"] = hashlib.sha256(data).hexdigest()
-    row["byte_size"] = len(data)
+        return row | {"error_kind": exc.error_kind, "error": str(exc)}
+    return row | {
+        "sha256": hashlib.sha256(fetched.data).hexdigest(),
+        "byte_size": len(fetched.data),
+        "etag": fetched.etag,
+        "data": fetched.data,
+    }
+
+
+def _decode(classifier: Classifier, row: dict[str, Any]) -> dict[str, Any]:
+    """Adds the decoded ``pixels`` (or the decode error) to a fetched row; drops its bytes."""
+    data = row.pop("data", None)
+    if data is None:
+        return row
     try:
         decoded = classifier.decode(data)
     except Exception as exc:  # every failure must become a row, never a lost image
-        return {**row, "error_kind": getattr(exc, "error_kind", "internal"), "error": str(exc)}
-    return {
-        **row,
-        "width": decoded.width,
-        "height": decoded.height,
-        "format": decoded.format,
+        return row | {"error_kind": getattr(exc, "error_kind", "internal"), "error": str(exc)}
+    return row | {
+        "width": decoded.width, "height": decoded.height, "format": decoded.format,
         "pixels": decoded.pixels,
     }
 
 
-def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int) -> None:
+def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int, worker: str | None = None) -> None:
     """Fetch, decode and classify one chunk; all its rows commit in one transaction (an upsert)."""
     with ctx.db.session() as s:
         chunk = s.get(Chunk, chunk_id)
@@ -151,27 +163,66 @@ def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int) -> None:
         if chunk is None or job is None or job.status in JobStatus.FINISHED:
             return
         already_done = chunk.status == ChunkStatus.DONE
-        refs, model_row = list(chunk.refs), s.get(DetectorModel, job.model_id)
+        if not already_done:
+            # The claim is committed before any work, so deliveries that died still count; the
+            # increment happens in SQL so two workers claiming at once both count.
+            s.execute(update(Chunk).where(Chunk.id == chunk_id).values(
+                attempts=Chunk.attempts + 1, started_at=_now(), worker=worker))
+            s.refresh(chunk)
+        attempts, refs = chunk.attempts, list(chunk.refs)
+        model_row = s.get(DetectorModel, job.model_id)
+        skip_known = bool((job.options or {}).get("skip_known"))
     if already_done:
         # A redelivery after the commit: the rows are there, only the job's end may be owed.
         _finish_if_complete(ctx, job_id)
         return
+    if attempts > MAX_CHUNK_ATTEMPTS:
+        fail_chunk(ctx, job_id, chunk_id, "worker_lost",
+                   f"the chunk was started {attempts - 1} times and never finished")
+        return
 
     classifier = ctx.classifier_for(model_row)
-    rows = score_refs(ctx, classifier, refs)
+    rows = score_refs(ctx, classifier, refs, model_id=model_row.id if skip_known else None)
+    _commit_chunk(ctx, job_id, chunk_id, model_row.id, rows)
+
+
+def _commit_chunk(
+    ctx: TaskContext, job_id: int, chunk_id: int, model_id: int, rows: list[dict[str, Any]]
+) -> None:
     stamp = _now()
     for row in rows:
-        row.update(job_id=job_id, model_id=model_row.id, classified_at=stamp)
-
+        row.update(job_id=job_id, model_id=model_id, classified_at=stamp)
     with ctx.db.session() as s:
         upsert_results(s, rows)
         chunk = s.get(Chunk, chunk_id)
-        chunk.status, chunk.done_at, chunk.attempts = ChunkStatus.DONE, stamp, chunk.attempts + 1
+        chunk.status, chunk.done_at = ChunkStatus.DONE, stamp
     _finish_if_complete(ctx, job_id)
 
 
-def score_refs(ctx: TaskContext, classifier: Classifier, refs: list[str]) -> list[dict[str, Any]]:
-    """Result rows for ``refs``: a thread pool fetches and decodes ahead while the model scores batches."""
+def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: str, message: str) -> None:
+    """Record every not-yet-classified image of a chunk that cannot be run as an error row."""
+    with ctx.db.session() as s:
+        chunk = s.get(Chunk, chunk_id)
+        job = s.get(Job, job_id)
+        if chunk is None or job is None or chunk.status == ChunkStatus.DONE:
+            return
+        refs, model_id = list(chunk.refs), job.model_id
+        classified = set(s.scalars(select(Result.image_uri).where(
+            Result.job_id == job_id, Result.image_uri.in_(refs), Result.error_kind.is_(None))))
+    rows = [
+        dict.fromkeys(_RESULT_FIELDS) | {"image_uri": ref, "error_kind": error_kind, "error": message}
+        for ref in refs if ref not in classified
+    ]
+    _commit_chunk(ctx, job_id, chunk_id, model_id, rows)
+
+
+def score_refs(
+    ctx: TaskContext, classifier: Classifier, refs: list[str], *, model_id: int | None = None
+) -> list[dict[str, Any]]:
+    """Result rows for ``refs``: a thread pool fetches and decodes ahead while the model scores batches.
+
+    With ``model_id``, images whose content this model already scored reuse that result.
+    """
     rows: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
 
@@ -186,7 +237,13 @@ def score_refs(ctx: TaskContext, classifier: Classifier, refs: list[str]) -> lis
         pending.clear()
 
     with ThreadPoolExecutor(max_workers=ctx.settings.fetch_concurrency) as pool:
-        for row in pool.map(lambda ref: _fetch_and_decode(ctx, classifier, ref), refs):
+        if model_id is None:
+            decoded = pool.map(lambda ref: _decode(classifier, _fetch(ctx, ref)), refs)
+        else:
+            fetched = list(pool.map(lambda ref: _fetch(ctx, ref), refs))
+            _reuse_known(ctx, fetched, model_id)
+            decoded = pool.map(lambda row: _decode(classifier, row), fetched)
+        for row in decoded:
             rows.append(row)
             if "pixels" in row:
                 pending.append(row)
@@ -196,6 +253,28 @@ def score_refs(ctx: TaskContext, classifier: Classifier, refs: list[str]) -> lis
                 ctx.on_progress(1)
         flush()
     return rows
+
+
+def _reuse_known(ctx: TaskContext, rows: list[dict[str, Any]], model_id: int) -> None:
+    """Fill rows whose sha256 this model already scored (in any job), dropping their bytes."""
+    hashes = {r["sha256"] for r in rows if r.get("data") is not None}
+    if not hashes:
+        return
+    with ctx.db.session() as s:
+        known = {
+            sha: (p, label, w, h, fmt)
+            for sha, p, label, w, h, fmt in s.execute(
+                select(Result.sha256, Result.p_real, Result.label, Result.width, Result.height,
+                       Result.format)
+                .where(Result.model_id == model_id, Result.sha256.in_(hashes),
+                       Result.p_real.is_not(None))
+            )
+        }
+    for row in rows:
+        hit = known.get(row["sha256"]) if row.get("data") is not None else None
+        if hit is not None:
+            row.pop("data")
+            row["p_real"], row["label"], row["width"], row["height"], row["format"] = hit
 
 
 def finish_job(ctx: TaskContext, job_id: int) -> None:

@@ -76,6 +76,7 @@ class Settings:
     s3_profile: str | None = None
     visibility_timeout: int = 3600
     task_soft_time_limit: int = 1800
+    worker_gpus: int = 0
 
     @property
     def models_dir(self) -> Path:
@@ -111,6 +112,7 @@ class Settings:
             s3_profile=env.get(PREFIX + "S3_PROFILE") or None,
             visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", 3600, 1),
             task_soft_time_limit=_number(env, "TASK_SOFT_TIME_LIMIT", 1800, 1),
+            worker_gpus=_number(env, "WORKER_GPUS", 0, 0),
         )
 
 

@@ -203,7 +203,7 @@ def _aiscan(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedPro
     ("args", "code", "message"),
     [
         (("scan", "/no/such/dir"), 1, "error: no such file or directory: /no/such/dir"),
-        (("scan",), 2, "error: Missing argument 'SOURCES...'."),
+        (("scan",), 2, "error: give at least one source"),
         (("scan", "--chunk-size", "0", "."), 2, "error: Invalid value for '--chunk-size'"),
         (("scan", "."), 1, "error: no default model: run `aiscan demo`"),
         (("report", "42"), 1, "error: no job 42"),
@@ -262,7 +262,7 @@ def test_scan_into_postgresql(
     # A server database is never migrated behind the user's back.
     proc = _aiscan(tmp_path, "model", "list", AISCAN_DATABASE_URL=postgres_url)
     assert proc.returncode == 1 and "run `aiscan db upgrade`" in proc.stderr
-    assert "database at revision 0001" in invoke("db", "upgrade")
+    assert "database at revision 0002" in invoke("db", "upgrade")
 
     keras.utils.set_random_seed(2)
     inputs = keras.Input((48, 48, 3))

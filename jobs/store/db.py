@@ -135,6 +135,7 @@ _RESULT_UPDATE_COLUMNS = (
     "label",
     "error_kind",
     "error",
+    "etag",
     "model_id",
     "classified_at",
 )

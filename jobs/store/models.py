@@ -89,7 +89,10 @@ class Chunk(Base):
     """A slice of a job's image refs: the unit of work of one classify task."""
 
     __tablename__ = "chunks"
-    __table_args__ = (UniqueConstraint("job_id", "seq", name="uq_chunks_job_seq"),)
+    __table_args__ = (
+        UniqueConstraint("job_id", "seq", name="uq_chunks_job_seq"),
+        Index("ix_chunks_job_status", "job_id", "status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
@@ -99,6 +102,9 @@ class Chunk(Base):
     status: Mapped[str] = mapped_column(String(20), default=ChunkStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who took the chunk last and when: shows work in flight and what a dead worker left behind.
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(200))
 
 
 class Result(Base):
@@ -122,5 +128,6 @@ class Result(Base):
     label: Mapped[str | None] = mapped_column(String(20))
     error_kind: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(200))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

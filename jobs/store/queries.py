@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jobs.errors import NotFound
-from jobs.store.models import DetectorModel, Job, Result
+from jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, Result
 
 
 def register_model(
@@ -112,3 +112,11 @@ def job_counts(session: Session, job: Job) -> JobCounts:
         elif label:
             counts.labels[label] = counts.labels.get(label, 0) + count
     return counts
+
+
+def open_images(session: Session, job_id: int) -> int:
+    """Images in the job's chunks that have not committed yet."""
+    return session.scalar(
+        select(func.coalesce(func.sum(Chunk.size), 0))
+        .where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
+    )

@@ -1,0 +1,71 @@
+"""The Celery app: broker, queues and delivery guarantees, all from settings.
+
+Clients use it only to send tasks by name; `worker/` registers the task bodies on it.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from jobs.errors import ConfigError
+from jobs.pipeline import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB
+from jobs.settings import Settings
+
+PLAN_QUEUE = "aiscan.plan"
+CLASSIFY_QUEUE = "aiscan.classify"
+QUEUES = (PLAN_QUEUE, CLASSIFY_QUEUE)
+ROUTES = {PLAN_JOB: PLAN_QUEUE, FINISH_JOB: PLAN_QUEUE, CLASSIFY_CHUNK: CLASSIFY_QUEUE}
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app for ``settings.broker_url`` with at-least-once delivery and JSON only."""
+    if not settings.broker_url:
+        raise ConfigError("AISCAN_BROKER_URL is not set: Celery needs a broker (redis:// or amqp://)")
+    app = Celery("aiscan", broker=settings.broker_url, backend=settings.result_backend)
+    app.conf.update(
+        # A task is acknowledged only after it ran, and a worker killed mid-task gives it back:
+        # with idempotent chunks this is at-least-once without duplicate rows.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=_transport_options(settings),
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_routes=ROUTES,
+        task_default_queue=PLAN_QUEUE,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_soft_time_limit + 120,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+    return app
+
+
+def _transport_options(settings: Settings) -> dict[str, int]:
+    if not settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+        return {}
+    vt = settings.visibility_timeout
+    return {
+        # Redis gives an unacknowledged task back after this long: it must exceed the longest chunk.
+        "visibility_timeout": vt,
+        # kombu looks for such tasks only every 10 x 10 s by default; a dead worker's chunk should
+        # come back soon after its visibility timeout, not minutes later.
+        "unacked_restore_interval": max(1, min(10, vt // 5)),
+        "unacked_restore_throttle": 1,
+    }
+
+
+class CeleryQueue:
+    """Sends tasks by name to the broker; what `aiscan scan` uses when a broker is configured."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def send(self, name: str, *args: object) -> None:
+        self.app.send_task(name, args=list(args), queue=ROUTES[name])

@@ -1,0 +1,383 @@
+"""The production path with real parts: Redis broker, PostgreSQL results, real `celery worker` processes,
+moto's S3 server over HTTP and a local HTTP server for URL lists."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import netservers
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from jobs.app import CeleryQueue, make_app
+from jobs.pipeline import CLASSIFY_CHUNK
+from jobs.settings import Settings
+from jobs.store.db import open_database
+from jobs.store.models import Chunk, ChunkStatus, Job, Result
+from jobs.submit import create_job
+from training.synth import camera_like, generator_like, write_archive
+
+REDIS_START = (
+    "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no "
+    "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
+)
+WORKER_READY_S = 90
+JOB_TIMEOUT_S = 180
+
+
+def _redis_db() -> int:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        subprocess.run(REDIS_START, shell=True, check=False, capture_output=True)
+        for _ in range(20):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("Redis on 127.0.0.1:6379 is down and could not be started")
+    # A database number of this run's own, so parallel runs do not share queues.
+    for _ in range(30):
+        db = int.from_bytes(os.urandom(1), "big") % 15 + 1
+        if redis.Redis(host="127.0.0.1", port=6379, db=db).dbsize() == 0:
+            return db
+    pytest.fail("no free Redis database number")
+
+
+def _jpeg(rng: np.random.Generator, size: tuple[int, int] = (200, 150)) -> bytes:
+    buf = io.BytesIO()
+    camera_like(rng, *size).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _png(rng: np.random.Generator, size: tuple[int, int] = (160, 160)) -> bytes:
+    buf = io.BytesIO()
+    generator_like(rng, *size).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class Cluster:
+    """Services and worker processes of one test module."""
+
+    def __init__(self, tmp: Path, env: dict[str, str]) -> None:
+        self.tmp = tmp
+        self.env = env
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.settings = Settings.from_env(env)
+
+    def aiscan(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "jobs", *args], env={**self.env, **(env or {})},
+                              capture_output=True, text=True, timeout=240)
+
+    def aiscan_ok(self, *args: str, env: dict[str, str] | None = None) -> str:
+        proc = self.aiscan(*args, env=env)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def start_worker(self, name: str, env: dict[str, str] | None = None) -> None:
+        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
+        # A session of its own: the whole worker (parent and pool) can be killed as one group.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
+            env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.workers[name] = proc
+        deadline = time.monotonic() + WORKER_READY_S
+        while time.monotonic() < deadline:
+            if b" ready." in (self.tmp / f"{name}.log").read_bytes():
+                return
+            if proc.poll() is not None:
+                break
+            time.sleep(0.3)
+        pytest.fail(f"worker {name} did not start:\n{(self.tmp / f'{name}.log').read_text()[-3000:]}")
+
+    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers.pop(name)
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        for name in list(self.workers):
+            proc = self.workers[name]
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(proc.pid, signal.SIGKILL)
+            self.workers.pop(name)
+
+    def db(self):
+        return open_database(self.settings.database_url)
+
+    def wait_job(self, job_id: int, timeout: float = JOB_TIMEOUT_S) -> Job:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.db().session() as s:
+                job = s.get(Job, job_id)
+                s.expunge(job)
+            if job.status in ("done", "failed", "cancelled"):
+                return job
+            time.sleep(0.3)
+        logs = "\n".join((self.tmp / f"{n}.log").read_text()[-2000:] for n in self.workers)
+        pytest.fail(f"job {job_id} did not finish in {timeout} s: {job.status}\n{logs}")
+
+    def rows(self, job_id: int) -> list[Result]:
+        with self.db().session() as s:
+            rows = list(s.scalars(select(Result).where(Result.job_id == job_id)))
+            s.expunge_all()
+        return rows
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[Cluster]:
+    import psycopg
+
+    tmp = tmp_path_factory.mktemp("cluster")
+    db_name = f"aiscan_dist_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{db_name}"')
+    redis_db = _redis_db()
+    with netservers.moto_s3() as s3_endpoint, netservers.FaultyHTTPServer() as http:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "AISCAN_HOME": str(tmp / "home"),
+            "AISCAN_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
+            "AISCAN_BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "AISCAN_S3_ENDPOINT_URL": s3_endpoint,
+            "AISCAN_URL_ALLOW_NETWORKS": "127.0.0.0/8",
+            "AISCAN_URL_TIMEOUT": "1",
+            "AISCAN_URL_RETRIES": "2",
+            "AISCAN_MAX_IMAGE_BYTES": str(2 * 1024 * 1024),
+            "AISCAN_VISIBILITY_TIMEOUT": "6",
+            "AISCAN_FETCH_CONCURRENCY": "2",
+            "AISCAN_BATCH_SIZE": "4",
+            "AWS_ACCESS_KEY_ID": "testing-key-id",
+            "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+        c = Cluster(tmp, env)
+        c.http = http
+        c.s3_endpoint = s3_endpoint
+        c.aiscan_ok("db", "upgrade")
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((64, 64, 3))
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+        keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp / "tiny.keras")
+        c.aiscan_ok("model", "import", str(tmp / "tiny.keras"), "--name", "tiny", "--scale", "unit")
+        c.start_worker("w1")
+        c.start_worker("w2")
+        try:
+            yield c
+        finally:
+            c.stop()
+            import redis
+
+            redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
+            open_database.cache_clear()
+            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test",
+                                 autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+def _s3_put(cluster: Cluster, bucket: str, objects: dict[str, bytes]) -> None:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, region_name="us-east-1",
+                      aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-key")
+    s3.create_bucket(Bucket=bucket)
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    truth = write_archive(tmp_path / "dir", 4, 4, n_corrupt=2, n_non_images=1, seed=3)
+    dir_refs = {p for p, o in truth.items() if o != "skipped"}
+
+    s3_objects = {f"photos/2024/img{i}.jpg": _jpeg(rng) for i in range(5)}
+    s3_objects |= {f"photos/gen/g{i}.png": _png(rng) for i in range(4)}
+    s3_objects["photos/notes.txt"] = b"not an image"
+    s3_objects["elsewhere/x.jpg"] = _jpeg(rng)
+    _s3_put(cluster, "archive", s3_objects)
+    s3_refs = {f"s3://archive/{k}" for k in s3_objects if k.startswith("photos/") and k != "photos/notes.txt"}
+
+    url_refs = set()
+    for i in range(5):
+        cluster.http.add(f"/mixed/{i}.jpg", body=_jpeg(rng))
+        url_refs.add(cluster.http.url(f"/mixed/{i}.jpg"))
+    cluster.http.add("/mixed/gone.jpg", status=404, body=b"no")
+    url_refs.add(cluster.http.url("/mixed/gone.jpg"))
+    urls = tmp_path / "urls.txt"
+    urls.write_text("# a URL list\n" + "\n".join(sorted(url_refs)) + "\n\n")
+
+    out = cluster.aiscan_ok("scan", str(tmp_path / "dir"), "s3://archive/photos/", str(urls),
+                            "--chunk-size", "4", "--wait", "--json")
+    summary = json.loads(out)
+    assert summary["status"] == "done"
+    rows = cluster.rows(summary["job_id"])
+    uris = [r.image_uri for r in rows]
+    assert len(uris) == len(set(uris)) == len(dir_refs | s3_refs | url_refs)
+    assert set(uris) == dir_refs | s3_refs | url_refs
+    by_uri = {r.image_uri: r for r in rows}
+    for ref in s3_refs:
+        assert by_uri[ref].etag and by_uri[ref].error_kind is None and by_uri[ref].p_real is not None
+    assert by_uri[cluster.http.url("/mixed/gone.jpg")].error_kind == "not_found"
+    assert summary["counts"]["errors"] == 3  # two corrupt files, one dead URL
+    assert summary["skipped_files"] == 2  # notes.txt on disk and in the bucket
+    with cluster.db().session() as s:
+        chunks = s.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == summary["job_id"]))
+    assert chunks > 1
+    # Secrets of the S3 credentials never reach the database or a report.
+    report = cluster.aiscan_ok("report", str(summary["job_id"]), "--format", "jsonl")
+    assert "testing-secret-key" not in report and "testing-key-id" not in report
+
+
+def test_url_faults_end_as_distinct_error_rows(cluster: Cluster, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    h = cluster.http
+    h.add("/f/ok.jpg", body=_jpeg(rng))
+    h.add("/f/missing.jpg", status=404, body=b"")
+    h.add("/f/flaky.jpg", body=_jpeg(rng), fail_first=1, fail_status=500)
+    h.add("/f/slow.jpg", body=_jpeg(rng), delay=3.0)
+    h.add("/f/huge.jpg", body=b"\xff\xd8\xff" + b"\0" * (3 * 1024 * 1024))
+    h.add("/f/to-metadata.jpg", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
+    h.add("/f/page.html", body=b"<html></html>", content_type="text/html")
+    urls = tmp_path / "faults.csv"
+    paths = ["ok.jpg", "missing.jpg", "flaky.jpg", "slow.jpg", "huge.jpg", "to-metadata.jpg", "page.html"]
+    urls.write_text("id,url\n" + "".join(f"{i},{h.url('/f/' + p)}\n" for i, p in enumerate(paths)))
+
+    summary = json.loads(cluster.aiscan_ok("scan", "--urls", str(urls), "--wait", "--json"))
+    assert summary["status"] == "done"
+    kinds = {r.image_uri.rsplit("/", 1)[1]: r.error_kind for r in cluster.rows(summary["job_id"])}
+    assert kinds == {
+        "ok.jpg": None,
+        "missing.jpg": "not_found",
+        "flaky.jpg": None,
+        "slow.jpg": "timeout",
+        "huge.jpg": "too_large",
+        "to-metadata.jpg": "refused_address",
+        "page.html": "bad_content_type",
+    }
+    assert h.hits["/f/flaky.jpg"] == 2
+
+
+@pytest.fixture
+def rabbitmq_vhost() -> Iterator[str]:
+    """A RabbitMQ virtual host of this test's own on 127.0.0.1:5672 (the server is started if down)."""
+    if subprocess.run(["rabbitmqctl", "-q", "status"], capture_output=True).returncode != 0:
+        subprocess.run(["rabbitmq-server", "-detached"], capture_output=True)
+        subprocess.run(["rabbitmqctl", "-q", "wait", "--timeout", "60", "--pid", "0"], capture_output=True)
+    vhost = f"aiscan-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                   check=True, capture_output=True, timeout=60)
+    yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
+
+
+def test_rabbitmq_works_as_the_broker_too(cluster: Cluster, tmp_path: Path, rabbitmq_vhost: str) -> None:
+    env = {"AISCAN_BROKER_URL": rabbitmq_vhost}
+    cluster.start_worker("rabbit", env=env)
+    try:
+        write_archive(tmp_path / "r", 3, 3, n_corrupt=1, n_non_images=0, seed=6)
+        summary = json.loads(cluster.aiscan_ok("scan", str(tmp_path / "r"), "--chunk-size", "3",
+                                               "--wait", "--json", env=env))
+    finally:
+        cluster.kill_worker("rabbit", signal.SIGTERM)
+    assert summary["status"] == "done"
+    assert summary["counts"]["done"] == 7 and summary["counts"]["errors"] == 1
+    assert {r.worker.split("@")[0] for r in _chunks(cluster, summary["job_id"])} == {"rabbit"}
+
+
+def _chunks(cluster: Cluster, job_id: int) -> list[Chunk]:
+    with cluster.db().session() as s:
+        chunks = list(s.scalars(select(Chunk).where(Chunk.job_id == job_id)))
+        s.expunge_all()
+    return chunks
+
+
+def _slow_url_list(cluster: Cluster, tmp_path: Path, tag: str, n: int, delay: float) -> Path:
+    rng = np.random.default_rng(7)
+    lines = []
+    for i in range(n):
+        path = f"/{tag}/{i}.jpg"
+        cluster.http.add(path, body=_jpeg(rng, (120, 90)), delay=delay)
+        lines.append(cluster.http.url(path))
+    urls = tmp_path / f"{tag}.txt"
+    urls.write_text("\n".join(lines) + "\n")
+    return urls
+
+
+def test_the_same_chunk_delivered_twice_leaves_no_duplicates(cluster: Cluster, tmp_path: Path) -> None:
+    urls = _slow_url_list(cluster, tmp_path, "twice", 6, delay=0.4)
+    db = cluster.db()
+    job_id = create_job(db, cluster.settings, [f"urls:{urls}"], model_ref=None, chunk_size=6)
+    # Plan in this process, then hand the one chunk to both workers at once: both run it.
+    from jobs.pipeline import TaskContext, plan_job
+
+    sent: list[tuple] = []
+    plan_job(TaskContext(cluster.settings, db, lambda *a: sent.append(a), lambda _row: None), job_id)
+    assert len(sent) == 1 and sent[0][0] == CLASSIFY_CHUNK
+    queue = CeleryQueue(make_app(cluster.settings))
+    queue.send(*sent[0])
+    queue.send(*sent[0])
+    job = cluster.wait_job(job_id)
+    assert job.status == "done"
+    rows = cluster.rows(job_id)
+    assert len(rows) == 6 and len({r.image_uri for r in rows}) == 6
+    assert all(r.error_kind is None for r in rows)
+    time.sleep(1.0)  # let the second delivery finish too, then check again
+    assert len(cluster.rows(job_id)) == 6
+    with db.session() as s:
+        chunk = s.scalars(select(Chunk).where(Chunk.job_id == job_id)).one()
+        assert chunk.attempts == 2, "both deliveries must have run the chunk"
+
+
+def test_a_worker_killed_mid_chunk_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    urls = _slow_url_list(cluster, tmp_path, "kill", 24, delay=0.6)
+    summary = json.loads(cluster.aiscan_ok("scan", str(urls), "--chunk-size", "6", "--json"))
+    job_id = summary["job_id"]
+    db = cluster.db()
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        with db.session() as s:
+            victim = s.scalar(select(Chunk.worker).where(
+                Chunk.job_id == job_id, Chunk.status == ChunkStatus.PENDING, Chunk.started_at.is_not(None),
+                Chunk.worker.like("w1@%")))
+        time.sleep(0.05)
+    assert victim is not None, "worker w1 never took a chunk"
+    with db.session() as s:
+        killed_chunk = s.scalar(select(Chunk.id).where(Chunk.job_id == job_id, Chunk.worker == victim,
+                                                       Chunk.status == ChunkStatus.PENDING))
+    cluster.kill_worker("w1")  # SIGKILL to the parent and its pool: nothing gets to clean up
+
+    job = cluster.wait_job(job_id)
+    assert job.status == "done"
+    rows = cluster.rows(job_id)
+    assert len(rows) == 24
+    assert len({r.image_uri for r in rows}) == 24
+    assert all(r.error_kind is None and r.p_real is not None for r in rows)
+    with db.session() as s:
+        chunk = s.get(Chunk, killed_chunk)
+        assert chunk.status == ChunkStatus.DONE and chunk.attempts >= 2
+        assert not chunk.worker.startswith("w1@")
+    cluster.start_worker("w1")

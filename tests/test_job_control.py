@@ -1,0 +1,137 @@
+"""Job control on the embedded path: retry of failed images, cancel, and --skip-known."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+import netservers
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from jobs.cli import cli
+from jobs.settings import get_settings
+from jobs.store.db import open_database
+from jobs.store.models import Chunk, Job, Result
+from jobs.submit import cancel_job, create_job
+from training.synth import camera_like, write_archive
+
+
+def invoke(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def home(aiscan_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Embedded defaults with loopback URLs allowed and a tiny imported model as the default."""
+    monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("AISCAN_URL_RETRIES", "0")
+    get_settings.cache_clear()
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((40, 40, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, activation="relu")(inputs))
+    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "m.keras")
+    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
+    return aiscan_home
+
+
+@pytest.fixture
+def http() -> Iterator[netservers.FaultyHTTPServer]:
+    with netservers.FaultyHTTPServer() as srv:
+        yield srv
+
+
+def _jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    camera_like(np.random.default_rng(seed), 80, 60).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _rows(job_id: int) -> dict[str, Result]:
+    with open_database(get_settings().database_url).session() as s:
+        rows = {r.image_uri: r for r in s.scalars(select(Result).where(Result.job_id == job_id))}
+        s.expunge_all()
+    return rows
+
+
+def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path) -> None:
+    for i in range(3):
+        http.add(f"/ok/{i}.jpg", body=_jpeg(i))
+    http.add("/late.jpg", status=503, body=b"")
+    urls = tmp_path / "u.txt"
+    urls.write_text("".join(http.url(p) + "\n" for p in ["/ok/0.jpg", "/ok/1.jpg", "/ok/2.jpg", "/late.jpg"]))
+    summary = json.loads(invoke("scan", str(urls), "--json", "--chunk-size", "2"))
+    job_id = summary["job_id"]
+    assert summary["counts"]["errors"] == 1
+    assert _rows(job_id)[http.url("/late.jpg")].error_kind == "http_error"
+
+    http.add("/late.jpg", body=_jpeg(9))  # the server has recovered
+    out = invoke("jobs", "retry", str(job_id), "--errors")
+    assert "1 images run again" in out
+    rows = _rows(job_id)
+    assert len(rows) == 4
+    assert rows[http.url("/late.jpg")].error_kind is None and rows[http.url("/late.jpg")].p_real is not None
+    assert json.loads(invoke("jobs", "show", str(job_id), "--json"))["status"] == "done"
+
+
+def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
+    from jobs.inprocess import InProcessQueue, classifier_factory, run_queue
+    from jobs.pipeline import TaskContext
+
+    write_archive(tmp_path / "a", 4, 4, n_corrupt=0, n_non_images=0, seed=1)
+    settings = get_settings()
+    db = open_database(settings.database_url)
+    job_id = create_job(db, settings, [str(tmp_path / "a")], model_ref=None, chunk_size=2)
+    queue = InProcessQueue()
+    queue.send("aiscan.plan_job", job_id)
+    # Run the plan and one chunk, then cancel: the three chunks still queued must do nothing.
+    ctx = TaskContext(settings, db, queue.send, classifier_factory(settings, 4))
+    queue.run_next(ctx)
+    queue.run_next(ctx)
+    assert cancel_job(db, job_id) == "cancelled"
+    run_queue(settings, queue, job_id, batch_size=4, show_progress=False)
+    assert len(_rows(job_id)) == 2
+    with db.session() as s:
+        assert s.get(Job, job_id).status == "cancelled"
+        assert len(list(s.scalars(select(Chunk).where(Chunk.job_id == job_id)))) == 4
+    assert "cancelled" in invoke("jobs", "cancel", str(job_id))
+
+
+def test_skip_known_reuses_results_of_the_same_content(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    truth = write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=0, seed=2)
+    first = json.loads(invoke("scan", str(tmp_path / "a"), "--json"))
+    # The same images under other names: their content, and so their sha256, is known.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for i, path in enumerate(sorted(truth)):
+        (copy / f"c{i}{Path(path).suffix}").write_bytes(Path(path).read_bytes())
+    (copy / "new.jpg").write_bytes(_jpeg(42))
+
+    from model import runner
+
+    calls: list[int] = []
+    original = runner.Runner.predict
+
+    def counting(self, pixels):  # type: ignore[no-untyped-def]
+        calls.append(len(pixels))
+        return original(self, pixels)
+
+    monkeypatch.setattr(runner.Runner, "predict", counting)
+    second = json.loads(invoke("scan", str(copy), "--json", "--skip-known"))
+    assert calls == [1], "only the one new image may reach the model"
+    old = {r.sha256: r for r in _rows(first["job_id"]).values()}
+    new = _rows(second["job_id"])
+    assert len(new) == 8
+    for row in new.values():
+        if row.sha256 in old and old[row.sha256].p_real is not None:
+            assert row.p_real == old[row.sha256].p_real and row.label == old[row.sha256].label
+    assert second["counts"]["errors"] == 1  # a corrupt file is decoded again, and fails again
