@@ -7,15 +7,16 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from jobs.artifacts import register_artifact
 from jobs.errors import AiscanError
-from jobs.follow import follow_job
+from jobs.follow import PROGRESS_COLUMNS, follow_job
 from jobs.inprocess import InProcessQueue, run_queue, run_scan
 from jobs.reports import FORMATS, write_report
 from jobs.settings import Settings, get_settings
@@ -33,6 +34,10 @@ from model.errors import ModelError  # plain exceptions: importing them loads no
 
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
+
+if TYPE_CHECKING:
+    from training.train import EpochLog
+
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -343,6 +348,127 @@ def db_upgrade(revision: str) -> None:
         click.echo(f"database at revision {store_db.current_revision(engine)}")
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------- training
+
+
+@cli.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", required=True, help="Registry name; each run adds a version.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Epochs of the first phase (head on a frozen base, or all from scratch).")
+@click.option("--fine-tune-blocks", type=click.IntRange(0, 11), default=0, show_default=True,
+              help="Then fine-tune the top N of InceptionV3's 11 blocks at a lower learning rate.")
+@click.option("--fine-tune-epochs", type=click.IntRange(min=1), help="Default: half of --epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--input-size", type=click.IntRange(min=75), default=299, show_default=True)
+@click.option("--base-weights", default="imagenet", show_default=True,
+              help="imagenet (downloaded once by Keras), none (from scratch) or a local notop .h5 file.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Early stopping: epochs without a better validation loss.")
+@click.option("--no-augment", is_flag=True, help="Train on the images as they are.")
+@click.option("--max-real-flagged", type=click.FloatRange(0, 1),
+              help="Choose the threshold on the validation split so that at most this share of "
+                   "real photographs is labelled fake (e.g. 0.01).")
+@click.option("--uncertain-band", type=click.FloatRange(0, 1), default=0.2, show_default=True,
+              help="Width of the uncertain band around a chosen threshold.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def train(data_dir: str, name: str, epochs: int, fine_tune_blocks: int, fine_tune_epochs: int | None,
+          batch_size: int, input_size: int, base_weights: str, learning_rate: float, val_fraction: float,
+          patience: int, no_augment: bool, max_real_flagged: float | None, uncertain_band: float,
+          seed: int) -> None:
+    """Train a detector on DATA_DIR (REAL/ and FAKE/ folders, optionally under train/) and register it."""
+    from model.artifact import save_artifact
+    from training.train import TrainConfig, format_epoch
+    from training.train import train as run_training
+
+    _check_name(name)
+    config = TrainConfig(
+        input_size=input_size, epochs=epochs, fine_tune_blocks=fine_tune_blocks,
+        fine_tune_epochs=fine_tune_epochs, batch_size=batch_size,
+        base_weights=None if base_weights.lower() == "none" else base_weights,
+        learning_rate=learning_rate, val_fraction=val_fraction, patience=patience,
+        augment=not no_augment, max_real_flagged=max_real_flagged, uncertain_band=uncertain_band,
+        seed=seed,
+    )
+    with Progress(*PROGRESS_COLUMNS, console=err_console) as bar:
+        task = bar.add_task("training", total=None)
+
+        def on_batch(phase: str, step: int, steps: int) -> None:
+            bar.update(task, description=phase, completed=step, total=steps)
+
+        def on_epoch(entry: EpochLog) -> None:
+            total = epochs if entry.phase == "train" else (fine_tune_epochs or max(1, epochs // 2))
+            bar.console.print(format_epoch(entry, total))
+
+        result = run_training(Path(data_dir), config, on_epoch=on_epoch, on_batch=on_batch)
+    meta = result.artifact_meta(name, f"aiscan train {Path(data_dir).resolve()}")
+    row = register_artifact(get_settings(), name, lambda d: save_artifact(result.model, d, meta))
+    m = result.metrics
+    out_console.print(
+        f"registered {row.ref}: validation accuracy {_fmt(m['accuracy'])}, ROC AUC {_fmt(m['roc_auc'])}, "
+        f"thresholds {result.thresholds.to_dict()}" + (" - now the default model" if row.is_default else "")
+    )
+    if result.skipped_files:
+        out_console.print(f"skipped {result.skipped_files} files that could not be decoded")
+
+
+@cli.command()
+@click.argument("model_ref")
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--split", default="test", show_default=True,
+              help="Sub-folder to evaluate on when DATA_DIR has one (CIFAKE's test/); else DATA_DIR.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("-o", "--output", "report_dir", type=click.Path(file_okay=False),
+              help="Write metrics.json, index.html and PNG plots here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+def evaluate(model_ref: str, data_dir: str, split: str, batch_size: int, report_dir: str | None,
+             as_json: bool) -> None:
+    """Score MODEL_REF (NAME[:VERSION] or an artifact directory) on labelled folders in DATA_DIR."""
+    from training.evaluate import evaluate as run_evaluation
+    from training.evaluate import write_report as write_evaluation
+
+    model_dir = Path(model_ref)
+    if not (model_dir / "model.json").is_file():
+        with _database(get_settings()).session() as s:
+            model_dir = Path(resolve_model(s, model_ref).path)
+    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=as_json) as bar:
+        task = bar.add_task("evaluating", total=None)
+        evaluation = run_evaluation(model_dir, Path(data_dir), batch_size=batch_size, split=split,
+                                    on_batch=lambda n: bar.advance(task, n))
+    if report_dir:
+        index = write_evaluation(evaluation, Path(report_dir))
+        if not as_json:
+            out_console.print(f"report: {index}")
+    if as_json:
+        _emit_json(evaluation.metrics)
+        return
+    m = evaluation.metrics
+    table = Table(title=f"{model_ref} on {data_dir}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = {
+        "images": m["n"], "accuracy": m["accuracy"], "ROC AUC": m["roc_auc"],
+        "average precision (fake)": m["average_precision"]["fake"],
+        "F1 real / fake": (m["per_class"]["real"]["f1"], m["per_class"]["fake"]["f1"]),
+        "expected calibration error": m["ece"], "real photos labelled fake": m["real_flag_rate"],
+        "skipped files": evaluation.skipped,
+    }
+    for key, value in rows.items():
+        table.add_row(key, _fmt(value))
+    out_console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, tuple):
+        return " / ".join(_fmt(v) for v in value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 # ---------------------------------------------------------------- worker

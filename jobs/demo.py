@@ -36,9 +36,9 @@ def _existing_demo_model(settings: Settings) -> DetectorModel | None:
 
 def _train_demo_model(settings: Settings, data_dir: Path, train_images: int, epochs: int,
                       console: Console) -> DetectorModel:
-    from model.artifact import ArtifactMeta, save_artifact
+    from model.artifact import save_artifact
     from training.synth import write_labelled_set
-    from training.train import TrainConfig, train
+    from training.train import TrainConfig, format_epoch, train
 
     shutil.rmtree(data_dir, ignore_errors=True)
     console.print(f"making {train_images} synthetic training images in {data_dir}")
@@ -50,21 +50,10 @@ def _train_demo_model(settings: Settings, data_dir: Path, train_images: int, epo
                   f"for {epochs} epochs on the CPU ...")
     started = time.monotonic()
 
-    def report(epoch: int, logs: dict[str, float]) -> None:
-        console.print(f"  epoch {epoch}/{epochs}: loss {logs.get('loss', 0):.3f}, "
-                      f"val accuracy {logs.get('val_accuracy', 0):.3f}")
-
-    result = train(data_dir, config, on_epoch=report)
+    result = train(data_dir, config, on_epoch=lambda e: console.print(format_epoch(e, epochs)))
     console.print(f"trained in {time.monotonic() - started:.0f} s, "
-                  f"validation accuracy {result.metrics['val_accuracy']:.3f}")
-    meta = ArtifactMeta(
-        name=DEMO_MODEL,
-        input_size=DEMO_INPUT_SIZE,
-        scale="symmetric",
-        metrics=result.metrics,
-        source="aiscan demo: trained on synthetic images (training/synth.py)",
-        extra={"training": result.params(), "data_counts": result.counts},
-    )
+                  f"validation accuracy {result.metrics['accuracy']:.3f}")
+    meta = result.artifact_meta(DEMO_MODEL, "aiscan demo: trained on synthetic images (training/synth.py)")
     return register_artifact(settings, DEMO_MODEL, lambda d: save_artifact(result.model, d, meta))
 
 

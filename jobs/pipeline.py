@@ -49,6 +49,9 @@ class Classifier(Protocol):
     def label(self, p_real: float) -> str: ...
 
 
+TaskBody = Callable[..., None]
+
+
 @dataclass
 class TaskContext:
     """Everything a task body needs from the process it runs in."""
@@ -297,7 +300,7 @@ def _finish_if_complete(ctx: TaskContext, job_id: int) -> None:
         ctx.send(FINISH_JOB, job_id)
 
 
-TASKS: dict[str, Callable[..., None]] = {
+TASKS: dict[str, TaskBody] = {
     PLAN_JOB: plan_job,
     CLASSIFY_CHUNK: classify_chunk,
     FINISH_JOB: finish_job,

@@ -52,6 +52,7 @@ def build_detector(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(head_units, activation="relu", name="head")(x)
     x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-    x = keras.layers.Dense(1, activation="sigmoid", name="score")(x)
-    outputs = RealProbability("sigmoid_real", name="p_real")(x)
+    # float32 whatever the global policy: under mixed precision a float16 sigmoid saturates early.
+    x = keras.layers.Dense(1, activation="sigmoid", name="score", dtype="float32")(x)
+    outputs = RealProbability("sigmoid_real", name="p_real", dtype="float32")(x)
     return keras.Model(inputs, outputs, name="aiscan_detector")

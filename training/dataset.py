@@ -12,6 +12,7 @@ import numpy as np
 from model.decode import decode_image
 from model.errors import DecodeError, ModelError
 from model.formats import IMAGE_EXTENSIONS
+from training.augment import Augment
 
 # Folder names users meet in the wild: CIFAKE ships REAL/FAKE, other sets 0_real/1_fake.
 CLASS_DIRS = {"real": 1, "0_real": 1, "fake": 0, "1_fake": 0}
@@ -108,12 +109,18 @@ class ImageBatches(keras.utils.PyDataset):
         *,
         shuffle: bool = False,
         seed: int = 0,
+        augment: Augment | None = None,
+        workers: int = 1,
     ) -> None:
-        super().__init__()
+        # Keras runs __getitem__ in `workers` threads, so decoding overlaps the training step.
+        super().__init__(workers=workers, use_multiprocessing=False)
         self.files = files
         self.input_size = input_size
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
         self._rng = np.random.default_rng(seed)
         self._order = np.arange(len(files))
         self.skipped: set[Path] = set()
@@ -123,24 +130,31 @@ class ImageBatches(keras.utils.PyDataset):
         return -(-len(self.files) // self.batch_size)
 
     def on_epoch_end(self) -> None:
+        self.epoch += 1
         if self.shuffle:
             self._rng.shuffle(self._order)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         # A batch whose files are all corrupt borrows the next one: Keras cannot fit an empty batch.
         for offset in range(len(self)):
-            batch = self._decode_batch((index + offset) % len(self))
+            batch = self.decode_batch((index + offset) % len(self))
             if len(batch[0]):
                 return batch
         raise DatasetError("no file of the data set could be decoded")
 
-    def _decode_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def decode_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        # One generator per (seed, epoch, batch): reproducible whatever thread runs the batch.
+        rng = np.random.default_rng([self.seed, self.epoch, index])
         pixels, labels = [], []
         for i in picked:
             path = self.files.paths[i]
             try:
-                pixels.append(decode_image(path.read_bytes(), self.input_size).pixels)
+                data = path.read_bytes()
+                if self.augment is None:
+                    pixels.append(decode_image(data, self.input_size).pixels)
+                else:
+                    pixels.append(self.augment.apply(data, self.input_size, rng))
             except (DecodeError, OSError):
                 # Corrupt files are counted, not fatal: real archives always hold a few.
                 self.skipped.add(path)

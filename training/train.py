@@ -1,17 +1,34 @@
-"""Train a detector of the InceptionV3 architecture on labelled folders."""
+"""Train a detector of the InceptionV3 architecture on labelled folders, in two phases.
+
+Phase 1 trains the head on a frozen base (or the whole network when there are no base weights);
+phase 2, optional, fine-tunes the top inception blocks at a lower learning rate. Both phases stop
+early on the validation loss and keep the best weights.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
+from model.artifact import ArtifactMeta, Thresholds
 from model.detector import build_detector
-from training.dataset import ImageBatches, find_labelled, stratified_split
+from model.errors import ModelError
+from training.augment import Augment
+from training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
+from training.metrics import binary_metrics, choose_thresholds
+
+# The 11 blocks of keras.applications.InceptionV3 end in layers named mixed0 .. mixed10.
+INCEPTION_BLOCKS = 11
+# What an artifact keeps of the validation metrics; curves and histograms belong in reports.
+SUMMARY_METRICS = ("n", "counts", "accuracy", "roc_auc", "average_precision", "ece", "real_flag_rate",
+                   "confusion_matrix", "per_class", "thresholds")
 
 
 @dataclass
@@ -20,94 +37,153 @@ class TrainConfig:
 
     input_size: int = 299
     epochs: int = 10
+    fine_tune_blocks: int = 0
+    fine_tune_epochs: int | None = None
     batch_size: int = 32
     base_weights: str | None = "imagenet"
     learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-5
     val_fraction: float = 0.2
+    patience: int = 3
+    augment: bool = True
+    max_real_flagged: float | None = None
+    uncertain_band: float = 0.2
     seed: int = 0
+    workers: int = 2
+
+
+@dataclass
+class EpochLog:
+    phase: str
+    epoch: int
+    logs: dict[str, float]
+
+
+def format_epoch(entry: EpochLog, epochs: int) -> str:
+    """One line per epoch for a person watching."""
+    logs = entry.logs
+    return (f"  {entry.phase} epoch {entry.epoch}/{epochs}: loss {logs.get('loss', float('nan')):.3f}, "
+            f"val loss {logs.get('val_loss', float('nan')):.3f}, "
+            f"val accuracy {logs.get('val_accuracy', float('nan')):.3f}")
 
 
 @dataclass
 class TrainResult:
     model: keras.Model
     metrics: dict[str, Any]
+    thresholds: Thresholds
     counts: dict[str, int]
+    fingerprint: str
     config: TrainConfig
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[EpochLog] = field(default_factory=list)
+    skipped_files: int = 0
 
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)
+    def artifact_meta(self, name: str, source: str) -> ArtifactMeta:
+        """Metadata for the artifact: metrics, thresholds, data fingerprint, parameters, code version."""
+        return ArtifactMeta(
+            name=name,
+            input_size=self.config.input_size,
+            scale="symmetric",
+            thresholds=self.thresholds,
+            metrics=self.metrics,
+            source=source,
+            extra={
+                "training": asdict(self.config),
+                "data": {"counts": self.counts, "fingerprint": self.fingerprint,
+                         "skipped_files": self.skipped_files},
+                "code_version": code_version(),
+                "history": [asdict(h) for h in self.history],
+            },
+        )
 
 
-class _EpochReporter(keras.callbacks.Callback):
-    def __init__(self, report: Callable[[int, dict[str, float]], None]) -> None:
+def code_version() -> dict[str, str]:
+    try:
+        aiscan = version("aiscan")
+    except PackageNotFoundError:
+        aiscan = "unknown"
+    return {"aiscan": aiscan, "keras": keras.__version__, "backend": keras.config.backend()}
+
+
+def data_fingerprint(data_dir: Path, files: LabelledFiles) -> str:
+    """sha256 over the sorted (relative path, size, label) list: the same folders give the same value."""
+    digest = hashlib.sha256()
+    for path, label in sorted(zip(files.paths, files.labels.tolist(), strict=True)):
+        digest.update(f"{path.relative_to(data_dir)}\t{path.stat().st_size}\t{label}\n".encode())
+    return digest.hexdigest()
+
+
+class _Reporter(keras.callbacks.Callback):
+    def __init__(self, phase: str, history: list[EpochLog],
+                 on_epoch: Callable[[EpochLog], None] | None,
+                 on_batch: Callable[[str, int, int], None] | None, steps: int) -> None:
         super().__init__()
-        self.report = report
+        self.phase, self.history, self.on_epoch, self.on_batch, self.steps = (
+            phase, history, on_epoch, on_batch, steps)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        if self.on_batch is not None:
+            self.on_batch(self.phase, batch + 1, self.steps)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self.report(epoch + 1, dict(logs or {}))
+        entry = EpochLog(self.phase, epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+        self.history.append(entry)
+        if self.on_epoch is not None:
+            self.on_epoch(entry)
 
 
-def train(
-    data_dir: Path,
-    config: TrainConfig,
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-) -> TrainResult:
-    """Train on ``data_dir`` (REAL/ and FAKE/ folders) and return the model with validation metrics."""
-    keras.utils.set_random_seed(config.seed)
-    files = find_labelled(Path(data_dir), split="train")
-    train_files, val_files = stratified_split(files, config.val_fraction, config.seed)
-    train_data = ImageBatches(
-        train_files, config.input_size, config.batch_size, shuffle=True, seed=config.seed
-    )
-    val_data = ImageBatches(val_files, config.input_size, config.batch_size)
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Re-estimates BatchNorm's moving statistics on training batches before each validation.
 
-    from_scratch = config.base_weights is None
-    model = build_detector(config.input_size, config.base_weights, train_base=from_scratch)
-    if from_scratch:
-        # With a few hundred steps, the default momentum (0.99) leaves BatchNorm's moving statistics
-        # far from the data's, and inference-mode predictions collapse to one class.
-        for layer in _nested_layers(model):
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.momentum = 0.9
+    A network trained from scratch for a few hundred steps has moving averages that lag far behind
+    its weights; inference-mode predictions then collapse to one class and early stopping judges the
+    wrong epoch. The average over ``batches`` forward passes with the final weights fixes both.
+    """
 
-    # Balanced classes by weighting, so a skewed archive does not teach "always real".
-    counts = train_files.counts()
-    total = counts["real"] + counts["fake"]
-    class_weight = {1: total / (2 * counts["real"]), 0: total / (2 * counts["fake"])}
+    def __init__(self, data: ImageBatches, batches: int = 16) -> None:
+        super().__init__()
+        self.data, self.batches = data, batches
 
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
-        loss="binary_crossentropy",
-        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
-    )
-    callbacks: list[keras.callbacks.Callback] = []
-    if on_epoch is not None:
-        callbacks.append(_EpochReporter(on_epoch))
-    fit = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        class_weight=class_weight,
-        callbacks=callbacks,
-        verbose=0,
-    )
-    history = [
-        {k: float(v[i]) for k, v in fit.history.items()} for i in range(len(fit.history["loss"]))
-    ]
-    p_val, y_val = _predict(model, val_data)
-    metrics = {
-        "val_accuracy": float(np.mean((p_val > 0.5) == (y_val == 1))) if len(p_val) else None,
-        "val_size": len(val_files),
-        "train_size": len(train_files),
-        "skipped_files": len(train_data.skipped | val_data.skipped),
-        "epochs_run": len(history),
-    }
-    return TrainResult(model, metrics, files.counts(), config, history)
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        if batch + 1 == len(self.data):
+            recalibrate_batchnorm(self.model, self.data, self.batches)
+
+
+def recalibrate_batchnorm(model: keras.Model, data: ImageBatches, batches: int) -> None:
+    """Set every BatchNorm's moving mean and variance to the average over up to ``batches`` batches."""
+    layers = [layer for layer in _nested_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    saved = [layer.momentum for layer in layers]
+    done = 0
+    for index in range(len(data)):
+        x, _ = data.decode_batch(index)
+        if not len(x):
+            continue
+        done += 1
+        # momentum (k-1)/k turns the exponential average into a plain mean of the k batches so far.
+        for layer in layers:
+            layer.momentum = (done - 1) / done
+        model(x, training=True)
+        if done == batches:
+            break
+    for layer, momentum in zip(layers, saved, strict=True):
+        layer.momentum = momentum
+
+
+def _has_gpu() -> bool:
+    backend = keras.config.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    return False
 
 
 def _nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    out = []
+    out: list[keras.layers.Layer] = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             out += _nested_layers(layer)
@@ -115,11 +191,103 @@ def _nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return out
 
 
-def _predict(model: keras.Model, data: ImageBatches) -> tuple[np.ndarray, np.ndarray]:
+def _base(model: keras.Model) -> keras.Model:
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and layer.name.startswith("inception_v3"):
+            return layer
+    raise ModelError("the detector has no InceptionV3 base")
+
+
+def unfreeze_top_blocks(model: keras.Model, blocks: int) -> int:
+    """Make the top ``blocks`` inception blocks trainable (BatchNorm stays frozen); returns layer count."""
+    base = _base(model)
+    base.trainable = True
+    names = [layer.name for layer in base.layers]
+    last_frozen = INCEPTION_BLOCKS - 1 - blocks
+    start = 0 if last_frozen < 0 else names.index(f"mixed{last_frozen}") + 1
+    count = 0
+    for i, layer in enumerate(base.layers):
+        # BatchNorm statistics stay as they were: a small fine-tuning set would wreck them.
+        layer.trainable = i >= start and not isinstance(layer, keras.layers.BatchNormalization)
+        count += layer.trainable
+    return count
+
+
+def _fit(model: keras.Model, train: ImageBatches, val: ImageBatches, *, epochs: int, lr: float,
+         class_weight: dict[int, float], patience: int, reporter: _Reporter,
+         precise_bn: bool) -> None:
+    model.compile(
+        optimizer=keras.optimizers.Adam(lr),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+    )
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    # Order matters: statistics are re-estimated before Keras validates the epoch.
+    callbacks = [PreciseBatchNorm(train)] if precise_bn else []
+    model.fit(train, validation_data=val, epochs=epochs, class_weight=class_weight,
+              callbacks=[*callbacks, stop, reporter], verbose=0)
+
+
+def train(
+    data_dir: Path,
+    config: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_batch: Callable[[str, int, int], None] | None = None,
+) -> TrainResult:
+    """Train on ``data_dir`` (REAL/ and FAKE/, or their train/ split) and score the validation split."""
+    data_dir = Path(data_dir)
+    if config.input_size < 75:
+        raise ModelError(f"input size {config.input_size} is too small; InceptionV3 needs >= 75")
+    keras.utils.set_random_seed(config.seed)
+    files = find_labelled(data_dir, split="train")
+    train_files, val_files = stratified_split(files, config.val_fraction, config.seed)
+    augment = Augment() if config.augment else None
+    train_data = ImageBatches(train_files, config.input_size, config.batch_size, shuffle=True,
+                              seed=config.seed, augment=augment, workers=config.workers)
+    val_data = ImageBatches(val_files, config.input_size, config.batch_size, workers=config.workers)
+
+    if _has_gpu():
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    from_scratch = config.base_weights is None
+    model = build_detector(config.input_size, config.base_weights, train_base=from_scratch)
+
+    # Balanced classes by weighting, so a skewed archive does not teach "always real".
+    counts = train_files.counts()
+    total = counts["real"] + counts["fake"]
+    class_weight = {1: total / (2 * counts["real"]), 0: total / (2 * counts["fake"])}
+    history: list[EpochLog] = []
+    steps = len(train_data)
+
+    _fit(model, train_data, val_data, epochs=config.epochs, lr=config.learning_rate,
+         class_weight=class_weight, patience=config.patience,
+         reporter=_Reporter("train", history, on_epoch, on_batch, steps), precise_bn=from_scratch)
+    if config.fine_tune_blocks > 0 and not from_scratch:
+        unfreeze_top_blocks(model, config.fine_tune_blocks)
+        _fit(model, train_data, val_data, epochs=config.fine_tune_epochs or max(1, config.epochs // 2),
+             lr=config.fine_tune_learning_rate, class_weight=class_weight, patience=config.patience,
+             reporter=_Reporter("fine-tune", history, on_epoch, on_batch, steps), precise_bn=False)
+    keras.mixed_precision.set_global_policy("float32")
+
+    p_val, y_val = predict_batches(model, val_data)
+    thresholds = Thresholds()
+    if config.max_real_flagged is not None:
+        thresholds = choose_thresholds(p_val, y_val, max_real_flagged=config.max_real_flagged,
+                                       band=config.uncertain_band)
+    full = binary_metrics(p_val, y_val, thresholds)
+    metrics = {k: full[k] for k in SUMMARY_METRICS if k in full}
+    metrics.update(split="validation", train_size=len(train_files), val_size=len(val_files))
+    skipped = len(train_data.skipped | val_data.skipped)
+    return TrainResult(model, metrics, thresholds, files.counts(), data_fingerprint(data_dir, files),
+                       config, history, skipped)
+
+
+def predict_batches(model: keras.Model, data: ImageBatches) -> tuple[np.ndarray, np.ndarray]:
     """p_real and labels over ``data`` (files that failed to decode drop out of both)."""
     scores, labels = [np.zeros(0)], [np.zeros(0)]
-    for x, y in data:
+    for i in range(len(data)):
+        x, y = data.decode_batch(i)
         if len(x):
-            scores.append(np.asarray(model.predict_on_batch(x)).reshape(-1))
+            scores.append(np.asarray(model.predict_on_batch(x), dtype=np.float64).reshape(-1))
             labels.append(y)
-    return np.concatenate(scores), np.concatenate(labels)
+    return np.concatenate(scores), np.concatenate(labels).astype(np.int32)

@@ -48,20 +48,22 @@ def _init_process(**_kwargs: object) -> None:
     runtime.warm_up(settings)
 
 
+def _run_retrying(task: Task, body: pipeline.TaskBody, *args: int) -> None:
+    """Run a task body; a transient fault sends the task back with exponential backoff."""
+    try:
+        body(_context(), *args)
+    except TRANSIENT as exc:
+        raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
+
+
 @app.task(name=pipeline.PLAN_JOB, bind=True, max_retries=MAX_RETRIES)
 def plan_job(self: Task, job_id: int) -> None:
-    try:
-        pipeline.plan_job(_context(), job_id)
-    except TRANSIENT as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    _run_retrying(self, pipeline.plan_job, job_id)
 
 
 @app.task(name=pipeline.FINISH_JOB, bind=True, max_retries=MAX_RETRIES)
 def finish_job(self: Task, job_id: int) -> None:
-    try:
-        pipeline.finish_job(_context(), job_id)
-    except TRANSIENT as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    _run_retrying(self, pipeline.finish_job, job_id)
 
 
 @app.task(name=pipeline.CLASSIFY_CHUNK, bind=True, max_retries=MAX_RETRIES)

@@ -1,0 +1,1 @@
+"""Throughput and memory benchmark of aiscan (`python -m bench.run`); not a test."""

@@ -1,0 +1,137 @@
+"""Smoke tests of bench/run.py's pure helpers: no timings, no model, no services."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.run import (
+    RESULT_KEYS,
+    Archive,
+    RssSampler,
+    aiscan_env,
+    assemble,
+    build_tables,
+    compute_ratios,
+    link_archive,
+    machine_info,
+    print_results,
+    shard_sizes,
+    summary_ips,
+    write_json,
+)
+
+# A parent that forks a child holding 64 MiB of touched memory, then both wait to be killed.
+_TREE = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c",
+    "import time; b = bytes(range(256)) * (256 * 1024); print('ready', flush=True); time.sleep(60)"],
+    stdout=sys.stdout)
+time.sleep(60)
+"""
+
+FIGURES = {
+    "seed_style_ips": 2.0, "ceiling_ips": 20.0, "decode_ips_per_core": 40.0, "inprocess_ips": 15.0,
+    "celery_ips": 12.0, "rss_small_mb": 700.0, "rss_large_mb": 710.0,
+}
+
+
+def test_the_sampler_sees_the_pool_child_grow() -> None:
+    # A session of its own, so the parent and its child end together with one killpg.
+    proc = subprocess.Popen([sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        with RssSampler(proc.pid, interval=0.02) as sampler:
+            time.sleep(0.1)
+        peak = sampler.peak
+        assert peak.samples >= 2
+        assert peak.child_kib >= 60 * 1024  # the child, not the parent, holds the 64 MiB
+        assert 0 < peak.parent_kib < peak.child_kib
+        assert peak.total_kib >= peak.parent_kib + peak.child_kib - 1024
+        assert peak.pss_total_kib > 0
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_a_vanished_process_reads_as_zero() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert RssSampler(proc.pid).sample() == (0, [], 0)
+
+
+def test_ratios_and_missing_figures() -> None:
+    ratios = compute_ratios(FIGURES)
+    assert ratios == {
+        "inprocess_over_ceiling": 0.75,
+        "celery_over_ceiling": 0.6,
+        "inprocess_over_seed_style": 7.5,
+        "decode_cores_to_feed_ceiling": 0.5,
+    }
+    assert compute_ratios({**FIGURES, "ceiling_ips": None})["celery_over_ceiling"] is None
+    assert compute_ratios({**FIGURES, "seed_style_ips": 0.0})["inprocess_over_seed_style"] is None
+
+
+def test_images_per_second_come_from_the_jobs_elapsed_time() -> None:
+    assert summary_ips({"elapsed_s": 4.0, "counts": {"done": 10}}) == 2.5
+    assert summary_ips({"elapsed_s": None, "counts": {"done": 10}}) is None
+
+
+def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
+    details = {
+        "seed_style": {"ips": 2.0, "images": 32, "seconds": 16.0},
+        "ceiling": {"ips": 20.0, "batch_size": 32, "per_batch_size": {8: 15.0, 32: 20.0}},
+        "decode": {"ips": 40.0, "images": 320, "seconds": 8.0},
+        "inprocess": {"ips": 15.0, "elapsed_s": 21.3, "wall_s": 25.0, "batch_size": 32},
+        "celery": {"error": "RuntimeError: worker did not get ready"},
+        "rss_small": {"images": 300, "peak_pool_child_mb": 700.0, "samples": 40},
+        "rss_large": {"skipped": True},
+    }
+    results = assemble(FIGURES, details, machine=machine_info(), date="2025-01-01T00:00:00+00:00",
+                       input_size=299, batch_size=32, archive={"total": 320}, keras_backend="tensorflow")
+    out = tmp_path / "bench-results.json"
+    write_json(results, out)
+    data = json.loads(out.read_text())
+    for key in (*RESULT_KEYS, "ratios", "machine", "date", "input_size", "batch_size", "archive",
+                "keras_backend", "details"):
+        assert key in data
+    assert data["machine"]["cores"] >= 1
+    assert len(build_tables(data)) == 3
+
+    buf = io.StringIO()
+    print_results(data, Console(file=buf, width=240))
+    text = buf.getvalue()
+    assert "seed style" in text and "model ceiling" in text and "best batch 32" in text
+    assert "failed: RuntimeError" in text and "skipped" in text and "0.750" in text
+
+
+def test_archive_helpers(tmp_path: Path) -> None:
+    assert shard_sizes(40, 16) == [16, 16, 8] and shard_sizes(0) == []
+    cams = [tmp_path / f"c{i}.jpg" for i in range(8)]
+    gens = [tmp_path / f"g{i}.png" for i in range(2)]
+    for p in cams + gens:
+        p.write_bytes(p.name.encode())
+    archive = Archive(tmp_path, cams, gens)
+    assert archive.subset(5) == cams[:4] + gens[:1]  # the archive's JPEG/PNG mix
+    assert archive.subset(100) == cams + gens
+
+    root = link_archive(archive.files, tmp_path / "linked", 25, per_dir=10)
+    linked = sorted(root.rglob("*"))
+    files = [p for p in linked if p.is_file()]
+    assert len(files) == 25 and len({p.parent for p in files}) == 3
+    assert (root / "d002" / "img_00020.jpg").read_bytes() == b"c0.jpg"
+    assert (root / "d000" / "img_00009.png").read_bytes() == b"g1.png"
+
+
+def test_subprocess_env_drops_the_callers_aiscan_settings() -> None:
+    env = aiscan_env({"PATH": "/bin", "AISCAN_BROKER_URL": "redis://x"}, AISCAN_HOME="/tmp/h")
+    assert env["AISCAN_HOME"] == "/tmp/h" and "AISCAN_BROKER_URL" not in env and env["PATH"] == "/bin"

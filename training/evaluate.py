@@ -1,0 +1,329 @@
+"""Evaluate a model artifact on labelled folders; write metrics.json and an HTML report with plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from model.artifact import ArtifactMeta, load_artifact
+from model.decode import decode_image
+from model.errors import DecodeError
+from model.runner import load_runner
+from training.dataset import DatasetError, find_labelled
+from training.metrics import binary_metrics
+
+MAX_DECODE_THREADS = 8
+PLOTS = {"roc": "roc.png", "histogram": "histogram.png", "reliability": "reliability.png"}
+
+
+@dataclass
+class Evaluation:
+    """Scores of one model on one labelled data set; ``paths``, ``p_real`` and ``labels`` align."""
+
+    metrics: dict[str, Any]
+    p_real: np.ndarray
+    labels: np.ndarray
+    paths: list[Path]
+    skipped: int
+    meta: ArtifactMeta
+    model_dir: Path
+    data_dir: Path
+    skipped_paths: list[Path] = field(default_factory=list)
+
+
+def _decode_file(path: Path, size: int) -> np.ndarray | None:
+    """Pixels of one file, or None when it cannot be read or decoded."""
+    try:
+        return decode_image(path.read_bytes(), size).pixels
+    except (DecodeError, OSError):
+        return None
+
+
+def _decoded_batches(
+    paths: Sequence[Path], size: int, batch_size: int, pool: ThreadPoolExecutor
+) -> Iterator[tuple[int, list[np.ndarray | None]]]:
+    """(start index, pixels or None) per batch; the next batch decodes while the caller scores this one."""
+    pending: deque[tuple[int, list[Future[np.ndarray | None]]]] = deque()
+    for start in range(0, len(paths), batch_size):
+        batch = paths[start : start + batch_size]
+        pending.append((start, [pool.submit(_decode_file, p, size) for p in batch]))
+        # Two batches in flight at most, so memory stays bounded on large test sets.
+        if len(pending) > 1:
+            first, futures = pending.popleft()
+            yield first, [f.result() for f in futures]
+    while pending:
+        first, futures = pending.popleft()
+        yield first, [f.result() for f in futures]
+
+
+def evaluate(
+    model_dir: Path,
+    data_dir: Path,
+    *,
+    batch_size: int = 32,
+    split: str | None = "test",
+    on_batch: Callable[[int], None] | None = None,
+) -> Evaluation:
+    """Score ``data_dir``'s labelled files (its ``split`` folder when present) with the artifact.
+
+    Files that cannot be decoded are skipped and counted. ``on_batch(n)`` is called after each batch
+    with the number of files it handled (scored or skipped); the calls sum to the number of files.
+    """
+    model_dir, data_dir = Path(model_dir), Path(data_dir)
+    runner = load_runner(model_dir, batch_size)
+    meta = runner.meta or load_artifact(model_dir).meta
+    files = find_labelled(data_dir, split=split)
+
+    scores: list[np.ndarray] = []
+    kept: list[int] = []
+    skipped: list[Path] = []
+    workers = max(1, min(MAX_DECODE_THREADS, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aiscan-evaluate") as pool:
+        for start, decoded in _decoded_batches(files.paths, runner.input_size, batch_size, pool):
+            ok = [i for i, px in enumerate(decoded) if px is not None]
+            skipped += [files.paths[start + i] for i, px in enumerate(decoded) if px is None]
+            if ok:
+                scores.append(runner.predict(np.stack([decoded[i] for i in ok])))
+                kept += [start + i for i in ok]
+            if on_batch is not None:
+                on_batch(len(decoded))
+    if not kept:
+        raise DatasetError(f"none of the {len(files)} labelled files under {data_dir} could be decoded")
+
+    p_real = np.concatenate(scores).astype(np.float64)
+    labels = files.labels[kept]
+    return Evaluation(
+        metrics=binary_metrics(p_real, labels, meta.thresholds),
+        p_real=p_real,
+        labels=labels,
+        paths=[files.paths[i] for i in kept],
+        skipped=len(skipped),
+        meta=meta,
+        model_dir=model_dir,
+        data_dir=data_dir,
+        skipped_paths=skipped,
+    )
+
+
+def _model_version(evaluation: Evaluation) -> str | None:
+    """The registry version: metadata's ``version`` if any, else the NAME/VERSION folder's name."""
+    version = evaluation.meta.extra.get("version")
+    if version is not None:
+        return str(version)
+    directory = evaluation.model_dir.resolve()
+    if directory.name.isdigit() and directory.parent.name == evaluation.meta.name:
+        return directory.name
+    return None
+
+
+def _report_data(evaluation: Evaluation) -> dict[str, Any]:
+    """What metrics.json holds: the metrics plus enough context to tell runs apart."""
+    meta = evaluation.meta
+    root = Path(os.path.commonpath(evaluation.paths)) if evaluation.paths else evaluation.data_dir
+    return {
+        "model": {
+            "name": meta.name,
+            "version": _model_version(evaluation),
+            "sha256": meta.sha256,
+            "input_size": meta.input_size,
+            "directory": str(evaluation.model_dir),
+        },
+        "data_dir": str(evaluation.data_dir),
+        "evaluated_dir": str(root),
+        "files": {"scored": len(evaluation.paths), "skipped": evaluation.skipped},
+        "skipped_files": [str(p) for p in evaluation.skipped_paths],
+        "metrics": evaluation.metrics,
+    }
+
+
+def _new_figure(width: float = 6.0, height: float = 4.5) -> Any:
+    """A Figure on its own Agg canvas: never registered with pyplot, so nothing global to leak."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: Path) -> None:
+    try:
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        fig.clear()
+
+
+def _plot_roc(metrics: dict[str, Any], path: Path) -> None:
+    fig = _new_figure(5.5, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    roc = metrics["roc"]
+    if roc is None:
+        ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
+    else:
+        auc = f"AUC = {metrics['roc_auc']:.3f}"
+        ax.plot(roc["fpr"], roc["tpr"], color="C0", linewidth=2, label=f"ROC ({auc})")
+        fpr, tpr = metrics["real_flag_rate_at_decision"], metrics["per_class"]["fake"]["recall"]
+        ax.plot([fpr], [tpr], "o", color="C3", label=f"decision {metrics['thresholds']['decision']:.3f}")
+    ax.set(
+        xlim=(0, 1), ylim=(0, 1.01),
+        xlabel="real photographs flagged (FPR)", ylabel="AI-generated images flagged (TPR)", title="ROC",
+    )
+    ax.legend(loc="lower right")
+    _save(fig, path)
+
+
+def _plot_histogram(metrics: dict[str, Any], path: Path) -> None:
+    fig = _new_figure(7.0, 4.5)
+    ax = fig.add_subplot()
+    hist, thresholds = metrics["histogram"], metrics["thresholds"]
+    ax.axvspan(thresholds["uncertain_low"], thresholds["uncertain_high"], color="grey", alpha=0.2,
+               label="uncertain band")
+    for name, colour in (("real", "C0"), ("fake", "C3")):
+        ax.stairs(hist[name], hist["edges"], fill=True, alpha=0.45, color=colour,
+                  label=f"{name} (n={metrics['counts'][name]})")
+    decision = thresholds["decision"]
+    ax.axvline(decision, color="black", linestyle="--", label=f"decision {decision:.3f}")
+    ax.set(xlim=(0, 1), xlabel="p_real", ylabel="images", title="p_real by true class")
+    ax.legend(loc="best")
+    _save(fig, path)
+
+
+def _plot_reliability(metrics: dict[str, Any], path: Path) -> None:
+    fig = _new_figure(5.5, 5.0)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
+    bins = [b for b in metrics["reliability"] if b["count"]]
+    ax.bar([(b["lower"] + b["upper"]) / 2 for b in bins], [b["observed_real"] for b in bins],
+           width=bins[0]["upper"] - bins[0]["lower"] if bins else 0.1, alpha=0.3, color="C0",
+           edgecolor="C0", label="observed share real")
+    ax.plot([b["mean_predicted"] for b in bins], [b["observed_real"] for b in bins], "o-", color="C0",
+            label="mean p_real per bin")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted p_real", ylabel="observed share of real images",
+           title=f"Reliability (ECE = {metrics['ece']:.3f})")
+    ax.legend(loc="upper left")
+    _save(fig, path)
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    """Numbers for the HTML table: None (undefined) as a dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>aiscan evaluation: {{ model.name }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1100px; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+th { background: #f3f3f3; } td.name, th.name { text-align: left; }
+code { background: #f3f3f3; padding: 0 0.2em; }
+img { max-width: 100%; margin: 0.5em 1em 0.5em 0; border: 1px solid #eee; }
+</style>
+</head>
+<body>
+<h1>Evaluation of {{ model.name }}{% if model.version %} v{{ model.version }}{% endif %}</h1>
+<table>
+<tr><th class="name">model</th><td class="name">{{ model.name }}{% if model.version %}
+  (version {{ model.version }}){% endif %}, sha256 <code title="{{ model.sha256 }}">{{
+  model.sha256[:12] or "—" }}</code>, input {{ model.input_size }} px</td></tr>
+<tr><th class="name">model directory</th><td class="name"><code>{{ model.directory }}</code></td></tr>
+<tr><th class="name">data</th><td class="name"><code>{{ data_dir }}</code>{% if evaluated_dir != data_dir %}
+  (evaluated <code>{{ evaluated_dir }}</code>){% endif %}</td></tr>
+<tr><th class="name">images</th><td class="name">{{ m.n }} scored ({{ m.counts.real }} real,
+  {{ m.counts.fake }} AI-generated), {{ files.skipped }} skipped (could not be decoded)</td></tr>
+<tr><th class="name">thresholds</th><td class="name">decision {{ m.thresholds.decision | fmt(3) }},
+  uncertain band {{ m.thresholds.uncertain_low | fmt(3) }} –
+  {{ m.thresholds.uncertain_high | fmt(3) }}</td></tr>
+</table>
+
+<h2>Metrics</h2>
+<table>
+<tr><th class="name">accuracy (at decision)</th><td>{{ m.accuracy | fmt }}</td></tr>
+<tr><th class="name">ROC AUC</th><td>{{ m.roc_auc | fmt }}</td></tr>
+<tr><th class="name">average precision, fake</th><td>{{ m.average_precision.fake | fmt }}</td></tr>
+<tr><th class="name">average precision, real</th><td>{{ m.average_precision.real | fmt }}</td></tr>
+<tr><th class="name">expected calibration error</th><td>{{ m.ece | fmt }}</td></tr>
+<tr><th class="name">real photographs labelled fake</th><td>{{ m.real_flag_rate | fmt }}</td></tr>
+<tr><th class="name">real photographs below decision</th>
+  <td>{{ m.real_flag_rate_at_decision | fmt }}</td></tr>
+<tr><th class="name">AI-generated images labelled fake</th><td>{{ m.fake_flag_rate | fmt }}</td></tr>
+</table>
+<table>
+<tr><th class="name">class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>
+{% for name, row in m.per_class.items() %}
+<tr><td class="name">{{ name }}</td><td>{{ row.precision | fmt }}</td><td>{{ row.recall | fmt }}</td>
+<td>{{ row.f1 | fmt }}</td><td>{{ row.support }}</td></tr>
+{% endfor %}
+</table>
+
+<h2>Confusion matrix (at decision {{ m.thresholds.decision | fmt(3) }})</h2>
+<table>
+<tr><th class="name">true \\ predicted</th>
+  {% for c in m.confusion_matrix.labels %}<th>{{ c }}</th>{% endfor %}</tr>
+{% for row in m.confusion_matrix.matrix %}
+<tr><th class="name">{{ m.confusion_matrix.labels[loop.index0] }}</th>
+  {% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}
+</table>
+
+<h2>Labels with the uncertain band</h2>
+<table>
+<tr><th class="name">true \\ label</th><th>real</th><th>uncertain</th><th>fake</th></tr>
+{% for truth, row in m.label_counts.items() %}
+<tr><th class="name">{{ truth }}</th>
+  <td>{{ row.real }}</td><td>{{ row.uncertain }}</td><td>{{ row.fake }}</td></tr>
+{% endfor %}
+</table>
+
+<h2>Plots</h2>
+<img src="{{ plots.histogram }}" alt="p_real histograms per class">
+<img src="{{ plots.roc }}" alt="ROC curve">
+<img src="{{ plots.reliability }}" alt="reliability diagram">
+<p>Numbers: <a href="metrics.json">metrics.json</a></p>
+</body>
+</html>
+"""
+
+
+def _render_html(data: dict[str, Any]) -> str:
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
+    )
+    env.filters["fmt"] = _fmt
+    return env.from_string(_TEMPLATE).render(
+        model=data["model"], data_dir=data["data_dir"], evaluated_dir=data["evaluated_dir"],
+        files=data["files"], m=data["metrics"], plots=PLOTS,
+    )
+
+
+def write_report(evaluation: Evaluation, out_dir: Path) -> Path:
+    """Write metrics.json, roc.png, histogram.png, reliability.png and index.html; return index.html."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data = _report_data(evaluation)
+    (out_dir / "metrics.json").write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
+    metrics = evaluation.metrics
+    _plot_roc(metrics, out_dir / PLOTS["roc"])
+    _plot_histogram(metrics, out_dir / PLOTS["histogram"])
+    _plot_reliability(metrics, out_dir / PLOTS["reliability"])
+    index = out_dir / "index.html"
+    index.write_text(_render_html(data), encoding="utf-8")
+    return index
