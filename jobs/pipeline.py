@@ -48,6 +48,8 @@ class Classifier(Protocol):
 
     def label(self, p_real: float) -> str: ...
 
+    def warm_up(self) -> None: ...
+
 
 TaskBody = Callable[..., None]
 

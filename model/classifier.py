@@ -37,6 +37,9 @@ class ImageClassifier:
     def label(self, p_real: float) -> str:
         return self.thresholds.label(p_real)
 
+    def warm_up(self) -> None:
+        self.runner.warm_up()
+
 
 def load_classifier(
     directory: Path,
