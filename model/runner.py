@@ -71,7 +71,9 @@ class Runner:
 
     def warm_up(self) -> None:
         """Trace and run the predict function once on a zero batch."""
-        self.predict(np.zeros((self.batch_size, self.input_size, self.input_size, 3), np.uint8))
+        with self._lock:
+            self._buffer[:] = 0
+            self._run_batch(self._buffer)
 
 
 _cache: dict[tuple[Path, str, int], Runner] = {}
