@@ -7,8 +7,9 @@ machine that only submits jobs never needs TensorFlow.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
@@ -41,6 +42,8 @@ class Classifier(Protocol):
     """What a chunk needs from the model: decode bytes, score pixel batches, name a label."""
 
     batch_size: int
+    # Batches to decode ahead while the model runs: 0 when the model itself runs on the CPU.
+    prefetch_batches: int
 
     def decode(self, data: bytes) -> Decoded: ...
 
@@ -224,12 +227,17 @@ def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: str, me
 def score_refs(
     ctx: TaskContext, classifier: Classifier, refs: list[str], *, model_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """Result rows for ``refs``: a thread pool fetches and decodes ahead while the model scores batches.
+    """Result rows for ``refs``, in order: a thread pool fetches and decodes, the model scores full batches.
 
     With ``model_id``, images whose content this model already scored reuse that result.
     """
     rows: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
+    batch = classifier.batch_size
+    # How many images may be decoding while the model runs. On a CPU the model already uses every
+    # core and a decode thread preempting one of its threads stalls them all, so decoding and
+    # scoring take turns; with an accelerator, decoding runs ahead to keep it fed.
+    ahead = batch * classifier.prefetch_batches
 
     def flush() -> None:
         if not pending:
@@ -242,17 +250,30 @@ def score_refs(
         pending.clear()
 
     with ThreadPoolExecutor(max_workers=ctx.settings.fetch_concurrency) as pool:
+        def fetch_and_decode(ref: str) -> dict[str, Any]:
+            return _decode(classifier, _fetch(ctx, ref))
+
+        def decode_fetched(row: dict[str, Any]) -> dict[str, Any]:
+            return _decode(classifier, row)
+
         if model_id is None:
-            decoded = pool.map(lambda ref: _decode(classifier, _fetch(ctx, ref)), refs)
+            work: Iterator[Any] = iter(refs)
+            step: Callable[[Any], dict[str, Any]] = fetch_and_decode
         else:
             fetched = list(pool.map(lambda ref: _fetch(ctx, ref), refs))
             _reuse_known(ctx, fetched, model_id)
-            decoded = pool.map(lambda row: _decode(classifier, row), fetched)
-        for row in decoded:
+            work, step = iter(fetched), decode_fetched
+        inflight: deque[Future[dict[str, Any]]] = deque()
+        while True:
+            while len(inflight) < batch - len(pending) + ahead and (item := next(work, None)) is not None:
+                inflight.append(pool.submit(step, item))
+            if not inflight:
+                break
+            row = inflight.popleft().result()
             rows.append(row)
             if "pixels" in row:
                 pending.append(row)
-                if len(pending) >= classifier.batch_size:
+                if len(pending) == batch:
                     flush()
             else:
                 ctx.on_progress(1)

@@ -19,6 +19,7 @@ import numpy as np
 
 from model.artifact import ArtifactMeta, Thresholds
 from model.detector import build_detector
+from model.device import accelerator_present
 from model.errors import ModelError
 from training.augment import Augment
 from training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
@@ -169,19 +170,6 @@ def recalibrate_batchnorm(model: keras.Model, data: ImageBatches, batches: int) 
         layer.momentum = momentum
 
 
-def _has_gpu() -> bool:
-    backend = keras.config.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(d.platform == "gpu" for d in jax.devices())
-    return False
-
-
 def _nested_layers(model: keras.Model) -> list[keras.layers.Layer]:
     out: list[keras.layers.Layer] = []
     for layer in model.layers:
@@ -247,7 +235,7 @@ def train(
                               seed=config.seed, augment=augment, workers=config.workers)
     val_data = ImageBatches(val_files, config.input_size, config.batch_size, workers=config.workers)
 
-    if _has_gpu():
+    if accelerator_present():
         keras.mixed_precision.set_global_policy("mixed_float16")
     from_scratch = config.base_weights is None
     model = build_detector(config.input_size, config.base_weights, train_base=from_scratch)
