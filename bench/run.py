@@ -136,28 +136,26 @@ def link_archive(files: Sequence[Path], root: Path, n: int, per_dir: int = 100) 
 # ---------------------------------------------------------------- /proc: memory of a process tree
 
 
-def rss_kib(pid: int) -> int | None:
-    """Resident set size of ``pid`` in KiB (VmRSS), or None when the process is gone."""
+def _proc_kib(pid: int, file: str, field: str) -> int | None:
+    """One ``field:`` line of /proc/PID/``file`` in KiB; None when the process is gone, 0 if absent."""
     try:
-        with open(f"/proc/{pid}/status") as fh:
+        with open(f"/proc/{pid}/{file}") as fh:
             for line in fh:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    return 0  # a zombie has no VmRSS line
+    return 0  # a zombie has neither line
+
+
+def rss_kib(pid: int) -> int | None:
+    """Resident set size of ``pid`` in KiB (VmRSS), or None when the process is gone."""
+    return _proc_kib(pid, "status", "VmRSS")
 
 
 def pss_kib(pid: int) -> int | None:
     """Proportional set size of ``pid`` in KiB: shared pages split among their sharers."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
-            for line in fh:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return 0
+    return _proc_kib(pid, "smaps_rollup", "Pss")
 
 
 def child_pids(pid: int) -> list[int]:

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from tinymodels import save_tiny_classifier
 
 from jobs.cli import cli
 from jobs.reports import COLUMNS
@@ -142,13 +143,8 @@ def _scores(report: Path) -> dict[str, float]:
 
 def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: Path) -> None:
     # The 36x36 CIFAKE CNN convention: BGR scaled to 0..1, two sigmoid units, index 1 = REAL.
-    keras.utils.set_random_seed(5)
-    inputs = keras.Input((36, 36, 3))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    orig = keras.Model(inputs, keras.layers.Dense(2, activation="sigmoid")(x))
     h5 = tmp_path / "cifake.h5"
-    orig.save(h5)
+    orig = save_tiny_classifier(h5, 36, units=2, seed=5)
 
     out = invoke("model", "import", str(h5), "--name", "cifake", "--channel-order", "bgr",
                  "--scale", "unit", "--real-index", "1")
@@ -170,13 +166,8 @@ def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: P
 def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: Path) -> None:
     # The InceptionV3 app's convention: RGB scaled to 0..1, one sigmoid unit = probability real.
     # Its real model is 299x299; the input size is read from the file, so a small one tests the same path.
-    keras.utils.set_random_seed(6)
-    inputs = keras.Input((96, 96, 3))
-    x = keras.layers.Conv2D(4, 5, strides=3, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    orig = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
     h5 = tmp_path / "inception_app.h5"
-    orig.save(h5)
+    orig = save_tiny_classifier(h5, 96, seed=6)
 
     invoke("model", "import", str(h5), "--name", "app", "--scale", "unit", "--sigmoid-means", "real")
     invoke("model", "default", "app")
@@ -264,10 +255,7 @@ def test_scan_into_postgresql(
     assert proc.returncode == 1 and "run `aiscan db upgrade`" in proc.stderr
     assert "database at revision 0002" in invoke("db", "upgrade")
 
-    keras.utils.set_random_seed(2)
-    inputs = keras.Input((48, 48, 3))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
-    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "m.keras")
+    save_tiny_classifier(tmp_path / "m.keras", 48, seed=2)
     invoke("model", "import", str(tmp_path / "m.keras"), "--name", "pg", "--scale", "symmetric")
     truth = write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=1, seed=9)
     summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json", "--chunk-size", "2"))

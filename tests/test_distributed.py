@@ -14,11 +14,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import keras
 import netservers
 import numpy as np
 import pytest
 from sqlalchemy import func, select
+from tinymodels import save_tiny_classifier
 
 from jobs.app import CeleryQueue, make_app
 from jobs.pipeline import CLASSIFY_CHUNK
@@ -177,10 +177,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
         c.http = http
         c.s3_endpoint = s3_endpoint
         c.aiscan_ok("db", "upgrade")
-        keras.utils.set_random_seed(1)
-        inputs = keras.Input((64, 64, 3))
-        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(inputs))
-        keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp / "tiny.keras")
+        save_tiny_classifier(tmp / "tiny.keras", 64, seed=1)
         c.aiscan_ok("model", "import", str(tmp / "tiny.keras"), "--name", "tiny", "--scale", "unit")
         c.start_worker("w1")
         c.start_worker("w2")

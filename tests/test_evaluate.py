@@ -253,21 +253,16 @@ def _assert_finite(obj: Any, key: str = "") -> None:
 
 
 def test_evaluate_and_write_report(tmp_path: Path) -> None:
-    import keras
     from PIL import Image
+    from tinymodels import save_tiny_classifier
 
     from model.artifact import import_keras_file
     from training.dataset import DatasetError
     from training.evaluate import evaluate, write_report
     from training.synth import write_labelled_set
 
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 3))
-    x = keras.layers.Conv2D(4, 3, activation="tanh")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
     src = tmp_path / "tiny.keras"
-    model.save(src)
+    save_tiny_classifier(src, 32, activation="tanh")
     art = import_keras_file(src, tmp_path / "models" / "tiny" / "3", name="tiny", scale="unit")
 
     data = tmp_path / "data"

@@ -7,12 +7,12 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import keras
 import netservers
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from tinymodels import save_tiny_classifier
 
 from jobs.cli import cli
 from jobs.settings import get_settings
@@ -34,10 +34,7 @@ def home(aiscan_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
     monkeypatch.setenv("AISCAN_URL_RETRIES", "0")
     get_settings.cache_clear()
-    keras.utils.set_random_seed(4)
-    inputs = keras.Input((40, 40, 3))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(3, 3, activation="relu")(inputs))
-    keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x)).save(tmp_path / "m.keras")
+    save_tiny_classifier(tmp_path / "m.keras", 40, seed=4)
     invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
     return aiscan_home
 
