@@ -19,7 +19,7 @@ import pytest
 
 from jobs.errors import FetchError, SourceError, TransientFetchError
 from jobs.settings import Settings
-from jobs.sources import Fetched, fetch, fetch_bytes, open_source
+from jobs.sources import Fetched, fetch, open_source
 from jobs.sources.s3 import S3Source, fetch_s3, s3_client
 
 SECRET = "SECRETdoNotLeak0123456789"
@@ -110,7 +110,7 @@ def test_fetch_returns_bytes_and_etag(settings: Settings, bucket: str) -> None:
     put(settings, bucket, ["dir/with space/ä.jpg"])
     ref = f"s3://{bucket}/dir/with space/ä.jpg"
     assert fetch(ref, settings) == Fetched(JPEG, hashlib.md5(JPEG).hexdigest())
-    assert fetch_bytes(ref, settings) == JPEG
+    assert fetch(ref, settings).data == JPEG
 
 
 def test_missing_objects(settings: Settings, bucket: str) -> None:

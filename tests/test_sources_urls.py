@@ -13,7 +13,7 @@ import pytest
 
 from jobs.errors import FetchError, SourceError
 from jobs.settings import Settings
-from jobs.sources import Fetched, fetch, fetch_bytes, open_source
+from jobs.sources import Fetched, fetch, open_source
 from jobs.sources.local import LocalSource
 from jobs.sources.urls import INVALID_PREFIX, UrlListSource, UrlSource, fetch_url
 
@@ -150,7 +150,7 @@ def test_single_url_and_dispatch(tmp_path: Path, settings: Settings, guard: nets
 def test_image_fetched(server: netservers.FaultyHTTPServer, settings: Settings) -> None:
     url = server.add("/a.jpg", JPEG)
     assert fetch(url, settings) == Fetched(JPEG, None)
-    assert fetch_bytes(url, settings) == JPEG
+    assert fetch(url, settings).data == JPEG
     assert fetch_url(url, settings) == (JPEG, None)
     for ctype in ("application/octet-stream", "binary/octet-stream", None, "image/png; charset=binary"):
         assert fetch(server.add("/t.jpg", JPEG, content_type=ctype), settings).data == JPEG

@@ -83,7 +83,3 @@ def fetch(ref: str, settings: Settings) -> Fetched:
         return Fetched(data)
     return Fetched(read_local(ref, settings.max_image_bytes))
 
-
-def fetch_bytes(ref: str, settings: Settings) -> bytes:
-    """The bytes behind one image ref; kept for callers that do not need the ETag."""
-    return fetch(ref, settings).data
