@@ -7,6 +7,7 @@ machine that only submits jobs never needs TensorFlow.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -224,20 +225,34 @@ def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: str, me
     _commit_chunk(ctx, job_id, chunk_id, model_id, rows)
 
 
+def _read_ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
+                ) -> Iterator[Any]:
+    """``fn`` over ``items`` in order, with up to ``window`` calls running ahead in ``pool``."""
+    it = iter(items)
+    queue: deque[Future[Any]] = deque(pool.submit(fn, item) for item in islice(it, window))
+    while queue:
+        done = queue.popleft()
+        for item in islice(it, 1):
+            queue.append(pool.submit(fn, item))
+        yield done.result()
+
+
 def score_refs(
     ctx: TaskContext, classifier: Classifier, refs: list[str], *, model_id: int | None = None
 ) -> list[dict[str, Any]]:
-    """Result rows for ``refs``, in order: a thread pool fetches and decodes, the model scores full batches.
+    """Result rows for ``refs``, in order: threads fetch and decode, the model scores full batches.
 
     With ``model_id``, images whose content this model already scored reuse that result.
     """
     rows: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     batch = classifier.batch_size
-    # How many images may be decoding while the model runs. On a CPU the model already uses every
-    # core and a decode thread preempting one of its threads stalls them all, so decoding and
-    # scoring take turns; with an accelerator, decoding runs ahead to keep it fed.
-    ahead = batch * classifier.prefetch_batches
+    # Fetching (network, disk, hashing) always runs a few batches ahead, to hide latency. Decoding is
+    # CPU work: on a CPU-only machine the model already uses every core, and a decode thread that
+    # preempts one of its threads stalls them all, so decoding and scoring take turns; with an
+    # accelerator, decoding runs ahead to keep it fed.
+    decode_ahead = batch * classifier.prefetch_batches
+    fetch_ahead = batch * (2 + classifier.prefetch_batches)
 
     def flush() -> None:
         if not pending:
@@ -249,27 +264,28 @@ def score_refs(
         ctx.on_progress(len(pending))
         pending.clear()
 
-    with ThreadPoolExecutor(max_workers=ctx.settings.fetch_concurrency) as pool:
-        def fetch_and_decode(ref: str) -> dict[str, Any]:
-            return _decode(classifier, _fetch(ctx, ref))
+    def fetch_one(ref: str) -> dict[str, Any]:
+        return _fetch(ctx, ref)
 
-        def decode_fetched(row: dict[str, Any]) -> dict[str, Any]:
-            return _decode(classifier, row)
+    def decode_one(row: dict[str, Any]) -> dict[str, Any]:
+        return _decode(classifier, row)
 
+    with (ThreadPoolExecutor(max_workers=ctx.settings.fetch_concurrency) as io_pool,
+          ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as cpu_pool):
         if model_id is None:
-            work: Iterator[Any] = iter(refs)
-            step: Callable[[Any], dict[str, Any]] = fetch_and_decode
+            fetched: Iterator[dict[str, Any]] = _read_ahead(io_pool, fetch_one, refs, fetch_ahead)
         else:
-            fetched = list(pool.map(lambda ref: _fetch(ctx, ref), refs))
-            _reuse_known(ctx, fetched, model_id)
-            work, step = iter(fetched), decode_fetched
-        inflight: deque[Future[dict[str, Any]]] = deque()
+            every = list(io_pool.map(fetch_one, refs))
+            _reuse_known(ctx, every, model_id)
+            fetched = iter(every)
+        decoding: deque[Future[dict[str, Any]]] = deque()
         while True:
-            while len(inflight) < batch - len(pending) + ahead and (item := next(work, None)) is not None:
-                inflight.append(pool.submit(step, item))
-            if not inflight:
+            while (len(decoding) < batch - len(pending) + decode_ahead
+                   and (row := next(fetched, None)) is not None):
+                decoding.append(cpu_pool.submit(decode_one, row))
+            if not decoding:
                 break
-            row = inflight.popleft().result()
+            row = decoding.popleft().result()
             rows.append(row)
             if "pixels" in row:
                 pending.append(row)
