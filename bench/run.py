@@ -296,6 +296,15 @@ def _note(d: Mapping[str, Any], *parts: tuple[str, str]) -> str:
     return ", ".join(template.format(**d) for key, template in parts if d.get(key) is not None)
 
 
+# What the table says beside each scan's images/s.
+SCAN_NOTES = (
+    ("elapsed_s", "job {elapsed_s:.1f} s"),
+    ("wall_s", "subprocess wall {wall_s:.1f} s"),
+    ("runs_ips", "best of {runs_ips}"),
+    ("batch_size", "batch {batch_size}"),
+)
+
+
 def build_tables(results: Mapping[str, Any]) -> list[Table]:
     """The throughput table, the memory table and the ratios, from a results dict (as written to JSON)."""
     s, b = results.get("input_size"), results.get("batch_size")
@@ -315,15 +324,9 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
     speed.add_row("decode (decode_image, 1 thread)", _fmt(results.get("decode_ips_per_core")),
                   _note(dec, ("images", "{images} images per core"), ("seconds", "{seconds:.1f} s")))
     speed.add_row("aiscan in-process (scan --json)", _fmt(results.get("inprocess_ips")),
-                  _note(inp, ("elapsed_s", "job {elapsed_s:.1f} s"),
-                        ("wall_s", "subprocess wall {wall_s:.1f} s"),
-                        ("runs_ips", "best of {runs_ips}"),
-                        ("batch_size", "batch {batch_size}")))
+                  _note(inp, *SCAN_NOTES))
     speed.add_row("aiscan on Celery (1 worker, scan --wait)", _fmt(results.get("celery_ips")),
-                  _note(cel, ("elapsed_s", "job {elapsed_s:.1f} s"),
-                        ("wall_s", "subprocess wall {wall_s:.1f} s"),
-                        ("runs_ips", "best of {runs_ips}"),
-                        ("batch_size", "batch {batch_size}")))
+                  _note(cel, *SCAN_NOTES))
 
     memory = Table(title="Celery worker peak RSS (MiB, sampled every 0.1 s)")
     memory.add_column("job")
