@@ -13,6 +13,22 @@ from jobs.store.models import DetectorModel
 from jobs.store.queries import next_model_version, register_model
 
 
+def classifier_factory(settings: Settings, batch_size: int) -> Callable[[DetectorModel], Any]:
+    """Loads a registered model's classifier (once per process); Keras is imported on first use."""
+    from model.classifier import load_classifier
+
+    def classifier_for(row: DetectorModel) -> Any:
+        return load_classifier(
+            Path(row.path),
+            batch_size=batch_size,
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_pixels,
+            expected_sha256=row.sha256,
+        )
+
+    return classifier_for
+
+
 def register_artifact(settings: Settings, name: str, build: Callable[[Path], Any]) -> DetectorModel:
     """Save the next version of ``name`` (``build(directory)`` writes it), then register it."""
     db = open_database(settings.database_url)

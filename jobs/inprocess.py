@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress
 
+from jobs.artifacts import classifier_factory
 from jobs.follow import PROGRESS_COLUMNS
 from jobs.pipeline import PLAN_JOB, TASKS, TaskContext
 from jobs.settings import Settings
@@ -37,25 +36,6 @@ class InProcessQueue:
         name, args = self._pending.popleft()
         TASKS[name](ctx, *args)
         return True
-
-    def drain(self, ctx: TaskContext) -> None:
-        while self.run_next(ctx):
-            pass
-
-
-def classifier_factory(settings: Settings, batch_size: int) -> Callable[[DetectorModel], Any]:
-    from model.classifier import load_classifier
-
-    def classifier_for(row: DetectorModel) -> Any:
-        return load_classifier(
-            Path(row.path),
-            batch_size=batch_size,
-            max_bytes=settings.max_image_bytes,
-            max_pixels=settings.max_pixels,
-            expected_sha256=row.sha256,
-        )
-
-    return classifier_for
 
 
 def run_queue(

@@ -100,7 +100,8 @@ def test_scan_directory_and_report(tmp_path: Path, detector_model: str) -> None:
 def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: str) -> None:
     from sqlalchemy import func, select, update
 
-    from jobs.inprocess import InProcessQueue, classifier_factory
+    from jobs.artifacts import classifier_factory
+    from jobs.inprocess import InProcessQueue
     from jobs.pipeline import TaskContext, classify_chunk
     from jobs.store.db import open_database
     from jobs.store.models import Chunk, ChunkStatus, Result

@@ -79,7 +79,8 @@ def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path)
 
 
 def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
-    from jobs.inprocess import InProcessQueue, classifier_factory, run_queue
+    from jobs.artifacts import classifier_factory
+    from jobs.inprocess import InProcessQueue, run_queue
     from jobs.pipeline import TaskContext
 
     write_archive(tmp_path / "a", 4, 4, n_corrupt=0, n_non_images=0, seed=1)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
+from jobs.artifacts import classifier_factory
 from jobs.settings import Settings
 from jobs.store.db import open_database
-from jobs.store.models import DetectorModel
 from jobs.store.queries import resolve_model
-from model.classifier import ImageClassifier, load_classifier
 
 log = logging.getLogger("aiscan.worker")
 
@@ -35,24 +33,13 @@ def enable_memory_growth() -> None:
         tf.config.experimental.set_memory_growth(gpu, True)
 
 
-def classifier_for(settings: Settings, row: DetectorModel) -> ImageClassifier:
-    """The model of ``row``, loaded once per process (model.runner caches it)."""
-    return load_classifier(
-        Path(row.path),
-        batch_size=settings.batch_size,
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_pixels,
-        expected_sha256=row.sha256,
-    )
-
-
 def warm_up(settings: Settings) -> None:
     """Load the default model and run one batch, so the first chunk does not pay for tracing."""
     try:
         with open_database(settings.database_url).session() as s:
             row = resolve_model(s, None)
             s.expunge(row)
-        classifier_for(settings, row).runner.warm_up()
+        classifier_factory(settings, settings.batch_size)(row).warm_up()
         log.info("warmed up model %s", row.ref)
     except Exception as exc:  # a worker with no default model yet still serves jobs
         log.warning("no warm-up: %s", exc)

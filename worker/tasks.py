@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 from billiard.process import current_process
 from celery import Task
@@ -13,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from jobs import pipeline
 from jobs.app import CeleryQueue, make_app
+from jobs.artifacts import classifier_factory
 from jobs.errors import TransientFetchError
 from jobs.settings import get_settings
 from jobs.store.db import open_database
@@ -33,7 +33,7 @@ def _context() -> pipeline.TaskContext:
         settings=settings,
         db=open_database(settings.database_url),
         send=queue.send,
-        classifier_for=partial(runtime.classifier_for, settings),
+        classifier_for=classifier_factory(settings, settings.batch_size),
     )
 
 
