@@ -31,8 +31,13 @@ from rich.console import Console
 from rich.table import Table
 
 RESULT_KEYS = (
-    "seed_style_ips", "ceiling_ips", "decode_ips_per_core", "inprocess_ips", "celery_ips",
-    "rss_small_mb", "rss_large_mb",
+    "seed_style_ips",
+    "ceiling_ips",
+    "decode_ips_per_core",
+    "inprocess_ips",
+    "celery_ips",
+    "rss_small_mb",
+    "rss_large_mb",
 )
 SKIPPABLE = ("seed", "inprocess", "celery", "rss")
 
@@ -89,7 +94,7 @@ def shard_sizes(n: int, shard: int = SHARD) -> list[int]:
 
 
 def _write_shard(task: tuple[str, int, int, tuple[int, int], int, bool]) -> None:
-    from training.synth import write_labelled_set
+    from aiscan.training.synth import write_labelled_set
 
     root, n_real, n_fake, size, seed, vary = task
     write_labelled_set(Path(root), n_real, n_fake, size=size, seed=seed, vary_size=vary)
@@ -316,17 +321,31 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
     if isinstance(ceil.get("per_batch_size"), dict):
         ceil["per_batch_size"] = ", ".join(f"{k}: {v:.1f}" for k, v in ceil["per_batch_size"].items())
     inp, cel = _detail(results, "inprocess"), _detail(results, "celery")
-    speed.add_row("seed style (PIL + predict per image)", _fmt(results.get("seed_style_ips")),
-                  _note(seed, ("images", "{images} images"), ("seconds", "{seconds:.1f} s, batch 1")))
-    speed.add_row("model ceiling (Runner, decoded uint8)", _fmt(results.get("ceiling_ips")),
-                  _note(ceil, ("batch_size", "best batch {batch_size}"),
-                        ("per_batch_size", "(batch: images/s) {per_batch_size}")))
-    speed.add_row("decode (decode_image, 1 thread)", _fmt(results.get("decode_ips_per_core")),
-                  _note(dec, ("images", "{images} images per core"), ("seconds", "{seconds:.1f} s")))
-    speed.add_row("aiscan in-process (scan --json)", _fmt(results.get("inprocess_ips")),
-                  _note(inp, *SCAN_NOTES))
-    speed.add_row("aiscan on Celery (1 worker, scan --wait)", _fmt(results.get("celery_ips")),
-                  _note(cel, *SCAN_NOTES))
+    speed.add_row(
+        "seed style (PIL + predict per image)",
+        _fmt(results.get("seed_style_ips")),
+        _note(seed, ("images", "{images} images"), ("seconds", "{seconds:.1f} s, batch 1")),
+    )
+    speed.add_row(
+        "model ceiling (Runner, decoded uint8)",
+        _fmt(results.get("ceiling_ips")),
+        _note(
+            ceil,
+            ("batch_size", "best batch {batch_size}"),
+            ("per_batch_size", "(batch: images/s) {per_batch_size}"),
+        ),
+    )
+    speed.add_row(
+        "decode (decode_image, 1 thread)",
+        _fmt(results.get("decode_ips_per_core")),
+        _note(dec, ("images", "{images} images per core"), ("seconds", "{seconds:.1f} s")),
+    )
+    speed.add_row(
+        "aiscan in-process (scan --json)", _fmt(results.get("inprocess_ips")), _note(inp, *SCAN_NOTES)
+    )
+    speed.add_row(
+        "aiscan on Celery (1 worker, scan --wait)", _fmt(results.get("celery_ips")), _note(cel, *SCAN_NOTES)
+    )
 
     memory = Table(title="Celery worker peak RSS (MiB, sampled every 0.1 s)")
     memory.add_column("job")
@@ -335,13 +354,19 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
     for key, row in (("rss_small_mb", "rss_small"), ("rss_large_mb", "rss_large")):
         d = _detail(results, row)
         images = d.get("images", (results.get("archive") or {}).get(row, "?"))
-        memory.add_row(f"{images} images", _fmt(results.get(key)),
-                       _note(d, ("input_size", "{input_size} px"),
-                             ("baseline_child_mb", "child before job {baseline_child_mb} MiB"),
-                             ("peak_parent_mb", "parent {peak_parent_mb} MiB"),
-                             ("peak_total_mb", "sum {peak_total_mb} MiB"),
-                             ("peak_total_pss_mb", "PSS sum {peak_total_pss_mb} MiB"),
-                             ("samples", "{samples} samples")))
+        memory.add_row(
+            f"{images} images",
+            _fmt(results.get(key)),
+            _note(
+                d,
+                ("input_size", "{input_size} px"),
+                ("baseline_child_mb", "child before job {baseline_child_mb} MiB"),
+                ("peak_parent_mb", "parent {peak_parent_mb} MiB"),
+                ("peak_total_mb", "sum {peak_total_mb} MiB"),
+                ("peak_total_pss_mb", "PSS sum {peak_total_pss_mb} MiB"),
+                ("samples", "{samples} samples"),
+            ),
+        )
 
     ratios = Table(title="ratios")
     ratios.add_column("ratio")
@@ -385,9 +410,7 @@ def machine_info() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": usable, "memory_gib": mem_gib, "gpu": gpu}
 
 
-def assemble(
-    figures: Mapping[str, float | None], details: Mapping[str, Any], **meta: Any
-) -> dict[str, Any]:
+def assemble(figures: Mapping[str, float | None], details: Mapping[str, Any], **meta: Any) -> dict[str, Any]:
     """The JSON document: the seven figures, ratios, machine and run facts, per-row details."""
     results: dict[str, Any] = {key: figures.get(key) for key in RESULT_KEYS}
     results["ratios"] = compute_ratios(results)
@@ -403,8 +426,8 @@ def build_bench_artifact(directory: Path, input_size: int, name: str = "bench", 
     """The real detector (InceptionV3, random weights: nothing downloaded) saved as an aiscan artifact."""
     import keras
 
-    from model.artifact import ArtifactMeta, save_artifact
-    from model.detector import build_detector
+    from aiscan.model.artifact import ArtifactMeta, save_artifact
+    from aiscan.model.detector import build_detector
 
     keras.utils.set_random_seed(seed)
     model = build_detector(input_size=input_size, base_weights=None)
@@ -439,7 +462,7 @@ def measure_seed_style(model: Any, files: Sequence[Path], size: int) -> dict[str
 
 def measure_decode(datas: Sequence[bytes], size: int) -> tuple[dict[str, Any], np.ndarray]:
     """decode_image over bytes already in memory, one thread; also returns the decoded pixels."""
-    from model.decode import decode_image
+    from aiscan.model.decode import decode_image
 
     pixels = []
     start = time.perf_counter()
@@ -451,11 +474,15 @@ def measure_decode(datas: Sequence[bytes], size: int) -> tuple[dict[str, Any], n
 
 
 def measure_ceiling(
-    model: Any, pixels: np.ndarray, size: int, batch_sizes: Sequence[int], min_seconds: float = 2.0,
+    model: Any,
+    pixels: np.ndarray,
+    size: int,
+    batch_sizes: Sequence[int],
+    min_seconds: float = 2.0,
     repeats: int = 1,
 ) -> dict[str, Any]:
     """Runner.predict on decoded uint8 tensors per batch size, full batches only, after a warm-up."""
-    from model.runner import Runner
+    from aiscan.model.runner import Runner
 
     per: dict[int, float] = {}
     for bs in batch_sizes:
@@ -492,8 +519,13 @@ def aiscan_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:
 
 
 def run_aiscan(args: Sequence[str], env: Mapping[str, str], timeout: float = JOB_TIMEOUT_S) -> str:
-    proc = subprocess.run([sys.executable, "-m", "jobs", *args], env=dict(env), capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "aiscan.jobs", *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"aiscan {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
     return proc.stdout
@@ -503,11 +535,11 @@ def register_copy(
     env: Mapping[str, str], name: str, artifact_dir: Path, *, make_default: bool = False
 ) -> str:
     """Register the artifact's exact files (same sha256) under ``name`` with aiscan's own code path."""
-    from jobs.artifacts import register_artifact
-    from jobs.settings import Settings
-    from jobs.store.db import open_database
-    from jobs.store.queries import set_default_model
-    from model.artifact import META_FILE, MODEL_FILE, load_artifact
+    from aiscan.jobs.artifacts import register_artifact
+    from aiscan.jobs.settings import Settings
+    from aiscan.jobs.store.db import open_database
+    from aiscan.jobs.store.queries import set_default_model
+    from aiscan.model.artifact import META_FILE, MODEL_FILE, load_artifact
 
     def build(directory: Path) -> Any:
         directory.mkdir(parents=True, exist_ok=True)
@@ -531,9 +563,13 @@ def scan_row(summary: Mapping[str, Any], wall_s: float, batch_size: int) -> dict
     if counts.get("errors"):
         progress(f"  warning: {counts['errors']} error rows: {summary.get('error_kinds')}")
     return {
-        "ips": summary_ips(summary), "images": counts.get("done"), "errors": counts.get("errors"),
-        "elapsed_s": summary.get("elapsed_s"), "wall_s": round(wall_s, 3),
-        "wall_ips": _div(counts.get("done"), wall_s), "batch_size": batch_size,
+        "ips": summary_ips(summary),
+        "images": counts.get("done"),
+        "errors": counts.get("errors"),
+        "elapsed_s": summary.get("elapsed_s"),
+        "wall_s": round(wall_s, 3),
+        "wall_ips": _div(counts.get("done"), wall_s),
+        "batch_size": batch_size,
         "job_id": summary.get("job_id"),
     }
 
@@ -545,7 +581,11 @@ def best_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def measure_inprocess(
-    archive_dir: Path, artifact_dir: Path, home: Path, batch_size: int, base_env: Mapping[str, str],
+    archive_dir: Path,
+    artifact_dir: Path,
+    home: Path,
+    batch_size: int,
+    base_env: Mapping[str, str],
     repeats: int = 1,
 ) -> dict[str, Any]:
     env = aiscan_env(base_env, AISCAN_HOME=str(home), AISCAN_BATCH_SIZE=str(batch_size))
@@ -651,7 +691,7 @@ class Services:
             with contextlib.suppress(Exception):
                 _redis_client(self.redis_db).flushdb()
         if self.pg_db is not None:
-            from jobs.store.db import open_database
+            from aiscan.jobs.store.db import open_database
 
             open_database.cache_clear()  # the engines go with their pools; DROP ... FORCE does the rest
             import psycopg
@@ -666,7 +706,7 @@ class Services:
 
 
 class Worker:
-    """One `python -m jobs worker --concurrency 1` in a session of its own (parent + one pool child)."""
+    """One `python -m aiscan.jobs worker --concurrency 1` in its own session (parent + one pool child)."""
 
     def __init__(self, name: str, env: Mapping[str, str], log_path: Path) -> None:
         self.name = name
@@ -674,8 +714,11 @@ class Worker:
         with open(log_path, "wb") as log:
             # `jobs worker` execs celery in place, so this pid is the worker's parent process.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
-                env=dict(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", "aiscan.jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
+                env=dict(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     @property
@@ -752,12 +795,19 @@ def measure_rss(
         raise RuntimeError(f"job ended {summary.get('status')}: {summary.get('error')}")
     peak = sampler.peak
     return {
-        "mb": mib(peak.child_kib), "images": n_images, "input_size": input_size,
-        "peak_pool_child_mb": mib(peak.child_kib), "peak_parent_mb": mib(peak.parent_kib),
-        "peak_total_mb": mib(peak.total_kib), "peak_total_pss_mb": mib(peak.pss_total_kib),
+        "mb": mib(peak.child_kib),
+        "images": n_images,
+        "input_size": input_size,
+        "peak_pool_child_mb": mib(peak.child_kib),
+        "peak_parent_mb": mib(peak.parent_kib),
+        "peak_total_mb": mib(peak.total_kib),
+        "peak_total_pss_mb": mib(peak.pss_total_kib),
         "baseline_child_mb": mib(max(children, default=0)),
-        "baseline_parent_mb": mib(parent), "samples": peak.samples, "ips": summary_ips(summary),
-        "wall_s": round(wall, 3), "images_done": (summary.get("counts") or {}).get("done"),
+        "baseline_parent_mb": mib(parent),
+        "samples": peak.samples,
+        "ips": summary_ips(summary),
+        "wall_s": round(wall, 3),
+        "images_done": (summary.get("counts") or {}).get("done"),
     }
 
 
@@ -771,13 +821,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=299, help="model input size (InceptionV3's native 299)")
     p.add_argument("--batch-sizes", default="8,16,32,64", help="candidates for the ceiling; the best is used")
     p.add_argument("--seed-images", type=int, default=32, help="images timed in the seed-style row")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="runs of the ceiling and of each scan; the best of each is reported")
-    p.add_argument("--rss-input-size", type=int, default=75,
-                   help="input size of the RSS jobs' model (0: same as --input-size); small keeps them quick")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="runs of the ceiling and of each scan; the best of each is reported",
+    )
+    p.add_argument(
+        "--rss-input-size",
+        type=int,
+        default=75,
+        help="input size of the RSS jobs' model (0: same as --input-size); small keeps them quick",
+    )
     p.add_argument("--rss-images", default="300,3000", help="images in the small and the large RSS job")
-    p.add_argument("--skip", action="append", default=[], choices=SKIPPABLE,
-                   help="leave a row out (repeatable)")
+    p.add_argument(
+        "--skip", action="append", default=[], choices=SKIPPABLE, help="leave a row out (repeatable)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the archive and the model's random weights")
     return p.parse_args(argv)
 
@@ -826,8 +885,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aiscan-bench-"))
     base_env = dict(os.environ)
     try:
-        progress(f"writing the archive: {n_cam} camera-like JPEGs ~1024x768, "
-                 f"{n_gen} generator-like PNGs 512x512")
+        progress(
+            f"writing the archive: {n_cam} camera-like JPEGs ~1024x768, {n_gen} generator-like PNGs 512x512"
+        )
         archive = make_archive(tmp / "archive", n_cam, n_gen, seed=args.seed)
         datas = [p.read_bytes() for p in archive.files]
 
@@ -835,8 +895,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         artifact = build_bench_artifact(tmp / "artifact", size, seed=args.seed)
         model = artifact.load_model()
 
-        rows.run("seed_style_ips", "seed_style", "seed",
-                 lambda: measure_seed_style(model, archive.subset(args.seed_images), size))
+        rows.run(
+            "seed_style_ips",
+            "seed_style",
+            "seed",
+            lambda: measure_seed_style(model, archive.subset(args.seed_images), size),
+        )
         decoded: list[np.ndarray] = []
 
         def decode() -> dict[str, Any]:
@@ -845,39 +909,73 @@ def main(argv: Sequence[str] | None = None) -> int:
             return row
 
         rows.run("decode_ips_per_core", "decode", "decode", decode)
-        ceiling = rows.run("ceiling_ips", "ceiling", "ceiling",
-                           lambda: measure_ceiling(model, decoded[0], size, _ints(args.batch_sizes),
-                                                   repeats=args.repeats))
+        ceiling = rows.run(
+            "ceiling_ips",
+            "ceiling",
+            "ceiling",
+            lambda: measure_ceiling(model, decoded[0], size, _ints(args.batch_sizes), repeats=args.repeats),
+        )
         decoded.clear()
         datas.clear()  # the archive bytes are not needed again
         if ceiling:
             batch_size = ceiling["batch_size"]
 
-        rows.run("inprocess_ips", "inprocess", "inprocess", lambda: measure_inprocess(
-            archive.root, artifact.directory, tmp / "home-inprocess", batch_size, base_env,
-            repeats=args.repeats))
+        rows.run(
+            "inprocess_ips",
+            "inprocess",
+            "inprocess",
+            lambda: measure_inprocess(
+                archive.root,
+                artifact.directory,
+                tmp / "home-inprocess",
+                batch_size,
+                base_env,
+                repeats=args.repeats,
+            ),
+        )
 
         if not {"celery", "rss"} <= rows.skip:
             with Services() as services:
-                env = aiscan_env(base_env, AISCAN_HOME=str(tmp / "home-celery"),
-                                 AISCAN_BATCH_SIZE=str(batch_size), **services.env)
+                env = aiscan_env(
+                    base_env,
+                    AISCAN_HOME=str(tmp / "home-celery"),
+                    AISCAN_BATCH_SIZE=str(batch_size),
+                    **services.env,
+                )
                 progress(f"Celery: redis DB {services.redis_db}, PostgreSQL database {services.pg_db}")
                 run_aiscan(["db", "upgrade"], env, timeout=300)
                 # The first model registered is the default, which the worker's warm-up loads.
                 register_copy(env, "bench", artifact.directory)
-                rows.run("celery_ips", "celery", "celery",
-                         lambda: measure_celery(archive.root, env, tmp, batch_size, args.repeats))
+                rows.run(
+                    "celery_ips",
+                    "celery",
+                    "celery",
+                    lambda: measure_celery(archive.root, env, tmp, batch_size, args.repeats),
+                )
                 if "rss" not in rows.skip and rss_size != size:
                     progress(f"building the RSS jobs' detector at {rss_size} px")
-                    rss_artifact = build_bench_artifact(tmp / "artifact-rss", rss_size, "bench-rss",
-                                                        args.seed)
+                    rss_artifact = build_bench_artifact(
+                        tmp / "artifact-rss", rss_size, "bench-rss", args.seed
+                    )
                     register_copy(env, "bench-rss", rss_artifact.directory, make_default=True)
-                for key, row, n in (("rss_small_mb", "rss_small", rss_small),
-                                    ("rss_large_mb", "rss_large", rss_large)):
+                for key, row, n in (
+                    ("rss_small_mb", "rss_small", rss_small),
+                    ("rss_large_mb", "rss_large", rss_large),
+                ):
                     # A fresh worker per job, so the two peaks are separate.
-                    rows.run(key, row, "rss", lambda row=row, n=n: measure_rss(
-                        link_archive(archive.files, tmp / row, n), n, env, tmp,
-                        f"bench-{row.replace('_', '-')}", rss_size))
+                    rows.run(
+                        key,
+                        row,
+                        "rss",
+                        lambda row=row, n=n: measure_rss(
+                            link_archive(archive.files, tmp / row, n),
+                            n,
+                            env,
+                            tmp,
+                            f"bench-{row.replace('_', '-')}",
+                            rss_size,
+                        ),
+                    )
         else:
             for row in ("celery", "rss_small", "rss_large"):
                 rows.details[row] = {"skipped": True}
@@ -887,12 +985,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     import keras
 
     results = assemble(
-        rows.figures, rows.details,
-        machine=machine_info(), date=datetime.now(UTC).isoformat(timespec="seconds"),
-        input_size=size, batch_size=batch_size,
-        archive={"camera_jpeg": n_cam, "generator_png": n_gen, "total": n_cam + n_gen,
-                 "rss_small": rss_small, "rss_large": rss_large, "rss_input_size": rss_size,
-                 "seed_style_subset": min(args.seed_images, n_cam + n_gen), "quick": args.quick},
+        rows.figures,
+        rows.details,
+        machine=machine_info(),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        input_size=size,
+        batch_size=batch_size,
+        archive={
+            "camera_jpeg": n_cam,
+            "generator_png": n_gen,
+            "total": n_cam + n_gen,
+            "rss_small": rss_small,
+            "rss_large": rss_large,
+            "rss_input_size": rss_size,
+            "seed_style_subset": min(args.seed_images, n_cam + n_gen),
+            "quick": args.quick,
+        },
         keras_backend=keras.backend.backend(),
     )
     print_results(results, Console())

@@ -1,5 +1,5 @@
-"""`python -m jobs` is the `aiscan` command."""
+"""`python -m aiscan.jobs` is the `aiscan` command."""
 
-from jobs.cli import main
+from aiscan.jobs.cli import main
 
 main()

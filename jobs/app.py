@@ -8,9 +8,9 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Exchange, Queue
 
-from jobs.errors import ConfigError
-from jobs.pipeline import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB
-from jobs.settings import Settings
+from aiscan.jobs.errors import ConfigError
+from aiscan.jobs.pipeline import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB
+from aiscan.jobs.settings import Settings
 
 PLAN_QUEUE = "aiscan.plan"
 CLASSIFY_QUEUE = "aiscan.classify"
@@ -48,7 +48,7 @@ def make_app(settings: Settings) -> Celery:
 
 
 def _transport_options(settings: Settings) -> dict[str, int]:
-    if not settings.broker_url.startswith(("redis://", "rediss://", "redis+socket://")):
+    if not (settings.broker_url or "").startswith(("redis://", "rediss://", "redis+socket://")):
         return {}
     vt = settings.visibility_timeout
     return {

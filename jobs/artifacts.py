@@ -7,15 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from jobs.settings import Settings
-from jobs.store.db import open_database
-from jobs.store.models import DetectorModel
-from jobs.store.queries import next_model_version, register_model
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import DetectorModel
+from aiscan.jobs.store.queries import next_model_version, register_model
 
 
 def classifier_factory(settings: Settings, batch_size: int) -> Callable[[DetectorModel], Any]:
     """Loads a registered model's classifier (once per process); Keras is imported on first use."""
-    from model.classifier import load_classifier
+    from aiscan.model.classifier import load_classifier
 
     def classifier_for(row: DetectorModel) -> Any:
         return load_classifier(
@@ -41,7 +41,10 @@ def register_artifact(settings: Settings, name: str, build: Callable[[Path], Any
         artifact = build(directory)
         with db.session() as s:
             row = register_model(
-                s, name=name, path=str(directory), sha256=artifact.meta.sha256,
+                s,
+                name=name,
+                path=str(directory),
+                sha256=artifact.meta.sha256,
                 meta=artifact.meta.to_dict(),
             )
             s.expunge(row)
@@ -49,5 +52,3 @@ def register_artifact(settings: Settings, name: str, build: Callable[[Path], Any
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-
-

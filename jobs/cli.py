@@ -14,29 +14,29 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from jobs.artifacts import register_artifact
-from jobs.errors import AiscanError
-from jobs.follow import PROGRESS_COLUMNS, follow_job
-from jobs.inprocess import InProcessQueue, run_queue, run_scan
-from jobs.reports import FORMATS, write_report
-from jobs.settings import Settings, get_settings
-from jobs.store import db as store_db
-from jobs.store.models import DetectorModel, Job
-from jobs.store.queries import (
+from aiscan.jobs.artifacts import register_artifact
+from aiscan.jobs.errors import AiscanError
+from aiscan.jobs.follow import PROGRESS_COLUMNS, follow_job
+from aiscan.jobs.inprocess import InProcessQueue, run_queue, run_scan
+from aiscan.jobs.reports import FORMATS, write_report
+from aiscan.jobs.settings import Settings, get_settings
+from aiscan.jobs.store import db as store_db
+from aiscan.jobs.store.models import DetectorModel, Job
+from aiscan.jobs.store.queries import (
     get_job,
     list_models,
     resolve_model,
     set_default_model,
 )
-from jobs.submit import cancel_job, retry_job, submit_job
-from jobs.summary import job_summary, print_summary
-from model.errors import ModelError  # plain exceptions: importing them loads no Keras
+from aiscan.jobs.submit import cancel_job, retry_job, submit_job
+from aiscan.jobs.summary import job_summary, print_summary
+from aiscan.model.errors import ModelError  # plain exceptions: importing them loads no Keras
 
 out_console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 if TYPE_CHECKING:
-    from training.train import EpochLog
+    from aiscan.training.train import EpochLog
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -79,14 +79,23 @@ def main(argv: list[str] | None = None) -> None:
 
 @cli.command()
 @click.argument("sources", nargs=-1)
-@click.option("--urls", "url_lists", multiple=True, type=click.Path(exists=True, dir_okay=False),
-              help="A text file of URLs (one per line) or a CSV with a url column; repeatable.")
+@click.option(
+    "--urls",
+    "url_lists",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="A text file of URLs (one per line) or a CSV with a url column; repeatable.",
+)
 @click.option("--model", "model_ref", help="NAME or NAME:VERSION (default: the default model).")
 @click.option("--chunk-size", type=click.IntRange(min=1), help="Images per chunk (AISCAN_CHUNK_SIZE).")
-@click.option("--batch-size", type=click.IntRange(min=1),
-              help="Images per model batch in-process (AISCAN_BATCH_SIZE; workers use their own).")
-@click.option("--skip-known", is_flag=True,
-              help="Reuse the result of an image whose content this model already scored.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    help="Images per model batch in-process (AISCAN_BATCH_SIZE; workers use their own).",
+)
+@click.option(
+    "--skip-known", is_flag=True, help="Reuse the result of an image whose content this model already scored."
+)
 @click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def scan(
@@ -110,16 +119,25 @@ def scan(
     chunk_size = chunk_size or settings.chunk_size
     if not settings.broker_url:
         job_id = run_scan(
-            settings, specs, model_ref=model_ref, chunk_size=chunk_size,
-            batch_size=batch_size or settings.batch_size, show_progress=not as_json,
+            settings,
+            specs,
+            model_ref=model_ref,
+            chunk_size=chunk_size,
+            batch_size=batch_size or settings.batch_size,
+            show_progress=not as_json,
             skip_known=skip_known,
         )
     else:
-        from jobs.app import CeleryQueue, make_app
+        from aiscan.jobs.app import CeleryQueue, make_app
 
         job_id = submit_job(
-            _database(settings), settings, CeleryQueue(make_app(settings)).send, specs,
-            model_ref=model_ref, chunk_size=chunk_size, options={"skip_known": skip_known},
+            _database(settings),
+            settings,
+            CeleryQueue(make_app(settings)).send,
+            specs,
+            model_ref=model_ref,
+            chunk_size=chunk_size,
+            options={"skip_known": skip_known},
         )
         if not wait:
             if as_json:
@@ -163,8 +181,15 @@ def jobs_list(limit: int, as_json: bool) -> None:
     for sm in summaries:
         c = sm["counts"]
         table.add_row(
-            str(sm["job_id"]), sm["status"], str(sm["model"]), str(c["done"]), str(c["total"]),
-            str(c["real"]), str(c["fake"]), str(c["uncertain"]), str(c["errors"]),
+            str(sm["job_id"]),
+            sm["status"],
+            str(sm["model"]),
+            str(c["done"]),
+            str(c["total"]),
+            str(c["real"]),
+            str(c["fake"]),
+            str(c["uncertain"]),
+            str(c["errors"]),
             (sm["created_at"] or "")[:19],
         )
     out_console.print(table)
@@ -198,7 +223,7 @@ def jobs_retry(job_id: int, errors: bool) -> None:
     settings = get_settings()
     db = _database(settings)
     if settings.broker_url:
-        from jobs.app import CeleryQueue, make_app
+        from aiscan.jobs.app import CeleryQueue, make_app
 
         queued = retry_job(db, CeleryQueue(make_app(settings)).send, job_id, errors=errors)
         click.echo(f"job {job_id}: {queued} images queued again")
@@ -216,8 +241,14 @@ def jobs_retry(job_id: int, errors: bool) -> None:
 @cli.command()
 @click.argument("job_id", type=int)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default="-",
-              show_default=True, help="File to write; - for standard output.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default="-",
+    show_default=True,
+    help="File to write; - for standard output.",
+)
 def report(job_id: int, fmt: str, output: str) -> None:
     """Write one line per image of JOB_ID: p-score, label, hash, size and any error."""
     settings = get_settings()
@@ -250,36 +281,63 @@ def _check_name(name: str) -> str:
 @model.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", required=True, help="Registry name; each import adds a version.")
-@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True,
-              help="Channel order the model was trained on.")
-@click.option("--scale", type=click.Choice(["unit", "symmetric", "raw"]), default="unit", show_default=True,
-              help="Pixel scaling it expects: unit 0..1, symmetric -1..1, raw 0..255.")
+@click.option(
+    "--channel-order",
+    type=click.Choice(["rgb", "bgr"]),
+    default="rgb",
+    show_default=True,
+    help="Channel order the model was trained on.",
+)
+@click.option(
+    "--scale",
+    type=click.Choice(["unit", "symmetric", "raw"]),
+    default="unit",
+    show_default=True,
+    help="Pixel scaling it expects: unit 0..1, symmetric -1..1, raw 0..255.",
+)
 @click.option("--real-index", type=click.IntRange(0, 1), help="2-unit output: the unit meaning real.")
-@click.option("--sigmoid-means", type=click.Choice(["real", "fake"]), default="real", show_default=True,
-              help="For a 1-unit sigmoid output: what a high value means.")
+@click.option(
+    "--sigmoid-means",
+    type=click.Choice(["real", "fake"]),
+    default="real",
+    show_default=True,
+    help="For a 1-unit sigmoid output: what a high value means.",
+)
 def model_import(
     file: str, name: str, channel_order: str, scale: str, real_index: int | None, sigmoid_means: str
 ) -> None:
     """Import an existing Keras model FILE (.keras or legacy .h5) with its conventions."""
-    from model.artifact import import_keras_file
+    from aiscan.model.artifact import import_keras_file
 
     _check_name(name)
     row = register_artifact(
         get_settings(),
         name,
         lambda directory: import_keras_file(
-            Path(file), directory, name=name, channel_order=channel_order, scale=scale,
-            real_index=real_index, sigmoid_means=sigmoid_means,
+            Path(file),
+            directory,
+            name=name,
+            channel_order=channel_order,
+            scale=scale,
+            real_index=real_index,
+            sigmoid_means=sigmoid_means,
         ),
     )
-    click.echo(f"imported {row.ref} (input {row.meta['input_size']} px, sha256 {row.sha256[:12]})"
-               + (" - now the default model" if row.is_default else ""))
+    click.echo(
+        f"imported {row.ref} (input {row.meta['input_size']} px, sha256 {row.sha256[:12]})"
+        + (" - now the default model" if row.is_default else "")
+    )
 
 
 def _model_dict(row: DetectorModel) -> dict[str, Any]:
     return {
-        "name": row.name, "version": row.version, "ref": row.ref, "default": row.is_default,
-        "sha256": row.sha256, "path": row.path, "created_at": row.created_at.isoformat(),
+        "name": row.name,
+        "version": row.version,
+        "ref": row.ref,
+        "default": row.is_default,
+        "sha256": row.sha256,
+        "path": row.path,
+        "created_at": row.created_at.isoformat(),
         "meta": row.meta,
     }
 
@@ -297,8 +355,13 @@ def model_list(as_json: bool) -> None:
     for col in ("model", "default", "input", "source", "sha256"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["ref"], "*" if r["default"] else "", str(r["meta"].get("input_size")),
-                      str(r["meta"].get("source", ""))[:48], r["sha256"][:12])
+        table.add_row(
+            r["ref"],
+            "*" if r["default"] else "",
+            str(r["meta"].get("input_size")),
+            str(r["meta"].get("source", ""))[:48],
+            r["sha256"][:12],
+        )
     out_console.print(table)
 
 
@@ -315,8 +378,16 @@ def model_show(ref: str, as_json: bool) -> None:
     meta = data.pop("meta")
     for key, value in data.items():
         out_console.print(f"[bold]{key}[/bold]: {value}")
-    for key in ("input_size", "channel_order", "scale", "output", "thresholds", "metrics", "source",
-                "keras_version"):
+    for key in (
+        "input_size",
+        "channel_order",
+        "scale",
+        "output",
+        "thresholds",
+        "metrics",
+        "source",
+        "keras_version",
+    ):
         out_console.print(f"[bold]{key}[/bold]: {json.dumps(meta.get(key), default=str)}")
 
 
@@ -356,43 +427,89 @@ def db_upgrade(revision: str) -> None:
 @cli.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--name", required=True, help="Registry name; each run adds a version.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Epochs of the first phase (head on a frozen base, or all from scratch).")
-@click.option("--fine-tune-blocks", type=click.IntRange(0, 11), default=0, show_default=True,
-              help="Then fine-tune the top N of InceptionV3's 11 blocks at a lower learning rate.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Epochs of the first phase (head on a frozen base, or all from scratch).",
+)
+@click.option(
+    "--fine-tune-blocks",
+    type=click.IntRange(0, 11),
+    default=0,
+    show_default=True,
+    help="Then fine-tune the top N of InceptionV3's 11 blocks at a lower learning rate.",
+)
 @click.option("--fine-tune-epochs", type=click.IntRange(min=1), help="Default: half of --epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--input-size", type=click.IntRange(min=75), default=299, show_default=True)
-@click.option("--base-weights", default="imagenet", show_default=True,
-              help="imagenet (downloaded once by Keras), none (from scratch) or a local notop .h5 file.")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True)
+@click.option(
+    "--base-weights",
+    default="imagenet",
+    show_default=True,
+    help="imagenet (downloaded once by Keras), none (from scratch) or a local notop .h5 file.",
+)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Early stopping: epochs without a better validation loss.")
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Early stopping: epochs without a better validation loss.",
+)
 @click.option("--no-augment", is_flag=True, help="Train on the images as they are.")
-@click.option("--max-real-flagged", type=click.FloatRange(0, 1),
-              help="Choose the threshold on the validation split so that at most this share of "
-                   "real photographs is labelled fake (e.g. 0.01).")
-@click.option("--uncertain-band", type=click.FloatRange(0, 1), default=0.2, show_default=True,
-              help="Width of the uncertain band around a chosen threshold.")
+@click.option(
+    "--max-real-flagged",
+    type=click.FloatRange(0, 1),
+    help="Choose the threshold on the validation split so that at most this share of "
+    "real photographs is labelled fake (e.g. 0.01).",
+)
+@click.option(
+    "--uncertain-band",
+    type=click.FloatRange(0, 1),
+    default=0.2,
+    show_default=True,
+    help="Width of the uncertain band around a chosen threshold.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def train(data_dir: str, name: str, epochs: int, fine_tune_blocks: int, fine_tune_epochs: int | None,
-          batch_size: int, input_size: int, base_weights: str, learning_rate: float, val_fraction: float,
-          patience: int, no_augment: bool, max_real_flagged: float | None, uncertain_band: float,
-          seed: int) -> None:
+def train(
+    data_dir: str,
+    name: str,
+    epochs: int,
+    fine_tune_blocks: int,
+    fine_tune_epochs: int | None,
+    batch_size: int,
+    input_size: int,
+    base_weights: str,
+    learning_rate: float,
+    val_fraction: float,
+    patience: int,
+    no_augment: bool,
+    max_real_flagged: float | None,
+    uncertain_band: float,
+    seed: int,
+) -> None:
     """Train a detector on DATA_DIR (REAL/ and FAKE/ folders, optionally under train/) and register it."""
-    from model.artifact import save_artifact
-    from training.train import TrainConfig, format_epoch
-    from training.train import train as run_training
+    from aiscan.model.artifact import save_artifact
+    from aiscan.training.train import TrainConfig, format_epoch
+    from aiscan.training.train import train as run_training
 
     _check_name(name)
     config = TrainConfig(
-        input_size=input_size, epochs=epochs, fine_tune_blocks=fine_tune_blocks,
-        fine_tune_epochs=fine_tune_epochs, batch_size=batch_size,
+        input_size=input_size,
+        epochs=epochs,
+        fine_tune_blocks=fine_tune_blocks,
+        fine_tune_epochs=fine_tune_epochs,
+        batch_size=batch_size,
         base_weights=None if base_weights.lower() == "none" else base_weights,
-        learning_rate=learning_rate, val_fraction=val_fraction, patience=patience,
-        augment=not no_augment, max_real_flagged=max_real_flagged, uncertain_band=uncertain_band,
+        learning_rate=learning_rate,
+        val_fraction=val_fraction,
+        patience=patience,
+        augment=not no_augment,
+        max_real_flagged=max_real_flagged,
+        uncertain_band=uncertain_band,
         seed=seed,
     )
     with Progress(*PROGRESS_COLUMNS, console=err_console) as bar:
@@ -420,17 +537,27 @@ def train(data_dir: str, name: str, epochs: int, fine_tune_blocks: int, fine_tun
 @cli.command()
 @click.argument("model_ref")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--split", default="test", show_default=True,
-              help="Sub-folder to evaluate on when DATA_DIR has one (CIFAKE's test/); else DATA_DIR.")
+@click.option(
+    "--split",
+    default="test",
+    show_default=True,
+    help="Sub-folder to evaluate on when DATA_DIR has one (CIFAKE's test/); else DATA_DIR.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("-o", "--output", "report_dir", type=click.Path(file_okay=False),
-              help="Write metrics.json, index.html and PNG plots here.")
+@click.option(
+    "-o",
+    "--output",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    help="Write metrics.json, index.html and PNG plots here.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
-def evaluate(model_ref: str, data_dir: str, split: str, batch_size: int, report_dir: str | None,
-             as_json: bool) -> None:
+def evaluate(
+    model_ref: str, data_dir: str, split: str, batch_size: int, report_dir: str | None, as_json: bool
+) -> None:
     """Score MODEL_REF (NAME[:VERSION] or an artifact directory) on labelled folders in DATA_DIR."""
-    from training.evaluate import evaluate as run_evaluation
-    from training.evaluate import write_report as write_evaluation
+    from aiscan.training.evaluate import evaluate as run_evaluation
+    from aiscan.training.evaluate import write_report as write_evaluation
 
     model_dir = Path(model_ref)
     if not (model_dir / "model.json").is_file():
@@ -438,8 +565,13 @@ def evaluate(model_ref: str, data_dir: str, split: str, batch_size: int, report_
             model_dir = Path(resolve_model(s, model_ref).path)
     with Progress(*PROGRESS_COLUMNS, console=err_console, disable=as_json) as bar:
         task = bar.add_task("evaluating", total=None)
-        evaluation = run_evaluation(model_dir, Path(data_dir), batch_size=batch_size, split=split,
-                                    on_batch=lambda n: bar.advance(task, n))
+        evaluation = run_evaluation(
+            model_dir,
+            Path(data_dir),
+            batch_size=batch_size,
+            split=split,
+            on_batch=lambda n: bar.advance(task, n),
+        )
     if report_dir:
         index = write_evaluation(evaluation, Path(report_dir))
         if not as_json:
@@ -452,10 +584,13 @@ def evaluate(model_ref: str, data_dir: str, split: str, batch_size: int, report_
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = {
-        "images": m["n"], "accuracy": m["accuracy"], "ROC AUC": m["roc_auc"],
+        "images": m["n"],
+        "accuracy": m["accuracy"],
+        "ROC AUC": m["roc_auc"],
         "average precision (fake)": m["average_precision"]["fake"],
         "F1 real / fake": (m["per_class"]["real"]["f1"], m["per_class"]["fake"]["f1"]),
-        "expected calibration error": m["ece"], "real photos labelled fake": m["real_flag_rate"],
+        "expected calibration error": m["ece"],
+        "real photos labelled fake": m["real_flag_rate"],
         "skipped files": evaluation.skipped,
     }
     for key, value in rows.items():
@@ -475,17 +610,29 @@ def _fmt(value: Any) -> str:
 
 
 @cli.command()
-@click.option("--queues", default="aiscan.plan,aiscan.classify", show_default=True,
-              help="Comma-separated queues; GPU machines may take only aiscan.classify.")
-@click.option("--concurrency", type=click.IntRange(min=1),
-              help="Pool processes (default: one per GPU, or 1 on a CPU: TensorFlow uses every core).")
-@click.option("--gpus", type=click.IntRange(min=0), default=0, show_default=True,
-              help="GPUs on this machine; each pool process gets one.")
+@click.option(
+    "--queues",
+    default="aiscan.plan,aiscan.classify",
+    show_default=True,
+    help="Comma-separated queues; GPU machines may take only aiscan.classify.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    help="Pool processes (default: one per GPU, or 1 on a CPU: TensorFlow uses every core).",
+)
+@click.option(
+    "--gpus",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="GPUs on this machine; each pool process gets one.",
+)
 @click.option("--name", help="Celery node name (default: aiscan-PID@HOST).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
-    """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A worker worker`)."""
-    from jobs.app import QUEUES
+    """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
+    from aiscan.jobs.app import QUEUES
 
     settings = get_settings()
     if not settings.broker_url:
@@ -493,15 +640,32 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown or not wanted:
-        raise click.BadParameter(f"unknown queue(s) {', '.join(unknown) or '(none)'}; known: "
-                                 f"{', '.join(QUEUES)}", param_hint="--queues")
+        raise click.BadParameter(
+            f"unknown queue(s) {', '.join(unknown) or '(none)'}; known: {', '.join(QUEUES)}",
+            param_hint="--queues",
+        )
     concurrency = concurrency or max(gpus, 1)
     # The worker's own settings object reads this: one GPU per pool process.
     os.environ["AISCAN_WORKER_GPUS"] = str(gpus)
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker", "worker", "-Q", ",".join(wanted),
-        "-c", str(concurrency), "-P", "prefork", "-n", name or f"aiscan-{os.getpid()}@%h",
-        "--loglevel", loglevel, "--without-gossip", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "aiscan.worker",
+        "worker",
+        "-Q",
+        ",".join(wanted),
+        "-c",
+        str(concurrency),
+        "-P",
+        "prefork",
+        "-n",
+        name or f"aiscan-{os.getpid()}@%h",
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
     ]
     os.execv(sys.executable, argv)
 
@@ -510,14 +674,23 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
 
 
 @cli.command()
-@click.option("--workdir", type=click.Path(file_okay=False), help="Where to write images and the report "
-              "(default: AISCAN_HOME/demo).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False),
+    help="Where to write images and the report (default: AISCAN_HOME/demo).",
+)
 @click.option("--retrain", is_flag=True, help="Train a new demo model even if one exists.")
 @click.option("--train-images", type=click.IntRange(min=20), default=600, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
 def demo(workdir: str | None, retrain: bool, train_images: int, epochs: int) -> None:
     """Train a small demo detector on synthetic images, scan a synthetic archive, write a CSV report."""
-    from jobs.demo import run_demo
+    from aiscan.jobs.demo import run_demo
 
-    run_demo(get_settings(), Path(workdir) if workdir else None, retrain=retrain,
-             train_images=train_images, epochs=epochs, console=out_console)
+    run_demo(
+        get_settings(),
+        Path(workdir) if workdir else None,
+        retrain=retrain,
+        train_images=train_images,
+        epochs=epochs,
+        console=out_console,
+    )

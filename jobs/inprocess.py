@@ -8,14 +8,14 @@ from typing import Any
 from rich.console import Console
 from rich.progress import Progress
 
-from jobs.artifacts import classifier_factory
-from jobs.follow import PROGRESS_COLUMNS
-from jobs.pipeline import PLAN_JOB, TASKS, TaskContext
-from jobs.settings import Settings
-from jobs.store.db import open_database
-from jobs.store.models import DetectorModel
-from jobs.store.queries import get_job, open_images
-from jobs.submit import create_job
+from aiscan.jobs.artifacts import classifier_factory
+from aiscan.jobs.follow import PROGRESS_COLUMNS
+from aiscan.jobs.pipeline import PLAN_JOB, TASKS, TaskContext
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import DetectorModel
+from aiscan.jobs.store.queries import get_job, open_images
+from aiscan.jobs.submit import create_job
 
 err_console = Console(stderr=True)
 
@@ -67,10 +67,16 @@ def run_scan(
 ) -> int:
     """Create a job and run all its tasks in this process, with a progress bar; returns the job id."""
     db = open_database(settings.database_url)
-    job_id = create_job(db, settings, sources, model_ref=model_ref, chunk_size=chunk_size,
-                        options={"batch_size": batch_size, "skip_known": skip_known})
+    job_id = create_job(
+        db,
+        settings,
+        sources,
+        model_ref=model_ref,
+        chunk_size=chunk_size,
+        options={"batch_size": batch_size, "skip_known": skip_known},
+    )
     with db.session() as s:
-        model = s.get(DetectorModel, get_job(s, job_id).model_id)
+        model = s.get_one(DetectorModel, get_job(s, job_id).model_id)
         s.expunge(model)
     # Load and trace the model before the job starts (plan_job stamps started_at), as a worker does
     # at process start: the job's clock measures classification, and the bar moves from its first tick.

@@ -19,11 +19,11 @@ from typing import Any, Protocol
 import numpy as np
 from sqlalchemy import func, select, update
 
-from jobs.errors import AiscanError, FetchError, TransientFetchError
-from jobs.settings import Settings
-from jobs.sources import fetch, open_source
-from jobs.store.db import Database, upsert_results
-from jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result
+from aiscan.jobs.errors import AiscanError, FetchError, TransientFetchError
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.sources import fetch, open_source
+from aiscan.jobs.store.db import Database, upsert_results
+from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result
 
 PLAN_JOB = "aiscan.plan_job"
 CLASSIFY_CHUNK = "aiscan.classify_chunk"
@@ -98,7 +98,7 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
             for refs in _batched(source.iter_refs(), chunk_size):
                 total += len(refs)
                 with ctx.db.session() as s:
-                    job = s.get(Job, job_id)
+                    job = s.get_one(Job, job_id)
                     if job.status == JobStatus.CANCELLED:
                         return
                     # Totals grow while planning so `aiscan jobs show` has something to say.
@@ -117,12 +117,12 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
         raise
     except AiscanError as exc:
         with ctx.db.session() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.status, job.error, job.finished_at = JobStatus.FAILED, str(exc), _now()
         return
 
     with ctx.db.session() as s:
-        job = s.get(Job, job_id)
+        job = s.get_one(Job, job_id)
         job.total, job.skipped, job.planned = total, skipped, True
         if job.status == JobStatus.PLANNING:
             job.status = JobStatus.RUNNING
@@ -130,7 +130,16 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
 
 
 _RESULT_FIELDS = (
-    "sha256", "byte_size", "width", "height", "format", "p_real", "label", "error_kind", "error", "etag",
+    "sha256",
+    "byte_size",
+    "width",
+    "height",
+    "format",
+    "p_real",
+    "label",
+    "error_kind",
+    "error",
+    "etag",
 )
 
 
@@ -159,7 +168,9 @@ def _decode(classifier: Classifier, row: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:  # every failure must become a row, never a lost image
         return row | {"error_kind": getattr(exc, "error_kind", "internal"), "error": str(exc)}
     return row | {
-        "width": decoded.width, "height": decoded.height, "format": decoded.format,
+        "width": decoded.width,
+        "height": decoded.height,
+        "format": decoded.format,
         "pixels": decoded.pixels,
     }
 
@@ -175,19 +186,27 @@ def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int, worker: str | N
         if not already_done:
             # The claim is committed before any work, so deliveries that died still count; the
             # increment happens in SQL so two workers claiming at once both count.
-            s.execute(update(Chunk).where(Chunk.id == chunk_id).values(
-                attempts=Chunk.attempts + 1, started_at=_now(), worker=worker))
+            s.execute(
+                update(Chunk)
+                .where(Chunk.id == chunk_id)
+                .values(attempts=Chunk.attempts + 1, started_at=_now(), worker=worker)
+            )
             s.refresh(chunk)
         attempts, refs = chunk.attempts, list(chunk.refs)
-        model_row = s.get(DetectorModel, job.model_id)
+        model_row = s.get_one(DetectorModel, job.model_id)
         skip_known = bool((job.options or {}).get("skip_known"))
     if already_done:
         # A redelivery after the commit: the rows are there, only the job's end may be owed.
         _finish_if_complete(ctx, job_id)
         return
     if attempts > MAX_CHUNK_ATTEMPTS:
-        fail_chunk(ctx, job_id, chunk_id, "worker_lost",
-                   f"the chunk was started {attempts - 1} times and never finished")
+        fail_chunk(
+            ctx,
+            job_id,
+            chunk_id,
+            "worker_lost",
+            f"the chunk was started {attempts - 1} times and never finished",
+        )
         return
 
     classifier = ctx.classifier_for(model_row)
@@ -203,7 +222,7 @@ def _commit_chunk(
         row.update(job_id=job_id, model_id=model_id, classified_at=stamp)
     with ctx.db.session() as s:
         upsert_results(s, rows)
-        chunk = s.get(Chunk, chunk_id)
+        chunk = s.get_one(Chunk, chunk_id)
         chunk.status, chunk.done_at = ChunkStatus.DONE, stamp
     _finish_if_complete(ctx, job_id)
 
@@ -216,17 +235,24 @@ def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: str, me
         if chunk is None or job is None or chunk.status == ChunkStatus.DONE:
             return
         refs, model_id = list(chunk.refs), job.model_id
-        classified = set(s.scalars(select(Result.image_uri).where(
-            Result.job_id == job_id, Result.image_uri.in_(refs), Result.error_kind.is_(None))))
+        classified = set(
+            s.scalars(
+                select(Result.image_uri).where(
+                    Result.job_id == job_id, Result.image_uri.in_(refs), Result.error_kind.is_(None)
+                )
+            )
+        )
     rows = [
         dict.fromkeys(_RESULT_FIELDS) | {"image_uri": ref, "error_kind": error_kind, "error": message}
-        for ref in refs if ref not in classified
+        for ref in refs
+        if ref not in classified
     ]
     _commit_chunk(ctx, job_id, chunk_id, model_id, rows)
 
 
-def _read_ahead(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
-                ) -> Iterator[Any]:
+def _read_ahead(
+    pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], window: int
+) -> Iterator[Any]:
     """``fn`` over ``items`` in order, with up to ``window`` calls running ahead in ``pool``."""
     it = iter(items)
     queue: deque[Future[Any]] = deque(pool.submit(fn, item) for item in islice(it, window))
@@ -270,8 +296,10 @@ def score_refs(
     def decode_one(row: dict[str, Any]) -> dict[str, Any]:
         return _decode(classifier, row)
 
-    with (ThreadPoolExecutor(max_workers=ctx.settings.fetch_concurrency) as io_pool,
-          ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as cpu_pool):
+    with (
+        ThreadPoolExecutor(max_workers=ctx.settings.fetch_concurrency) as io_pool,
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as cpu_pool,
+    ):
         if model_id is None:
             fetched: Iterator[dict[str, Any]] = _read_ahead(io_pool, fetch_one, refs, fetch_ahead)
         else:
@@ -280,8 +308,10 @@ def score_refs(
             fetched = iter(every)
         decoding: deque[Future[dict[str, Any]]] = deque()
         while True:
-            while (len(decoding) < batch - len(pending) + decode_ahead
-                   and (row := next(fetched, None)) is not None):
+            while (
+                len(decoding) < batch - len(pending) + decode_ahead
+                and (row := next(fetched, None)) is not None
+            ):
                 decoding.append(cpu_pool.submit(decode_one, row))
             if not decoding:
                 break
@@ -306,10 +336,9 @@ def _reuse_known(ctx: TaskContext, rows: list[dict[str, Any]], model_id: int) ->
         known = {
             sha: (p, label, w, h, fmt)
             for sha, p, label, w, h, fmt in s.execute(
-                select(Result.sha256, Result.p_real, Result.label, Result.width, Result.height,
-                       Result.format)
-                .where(Result.model_id == model_id, Result.sha256.in_(hashes),
-                       Result.p_real.is_not(None))
+                select(
+                    Result.sha256, Result.p_real, Result.label, Result.width, Result.height, Result.format
+                ).where(Result.model_id == model_id, Result.sha256.in_(hashes), Result.p_real.is_not(None))
             )
         }
     for row in rows:

@@ -11,7 +11,7 @@ from typing import IO, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from jobs.store.models import DetectorModel, Result
+from aiscan.jobs.store.models import DetectorModel, Result
 
 COLUMNS = (
     "image_uri",

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 
-from jobs.errors import ConfigError
+from aiscan.jobs.errors import ConfigError
 
 PREFIX = "AISCAN_"
 T = TypeVar("T", int, float)

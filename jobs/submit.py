@@ -8,13 +8,13 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from jobs.errors import AiscanError
-from jobs.pipeline import CLASSIFY_CHUNK, PLAN_JOB
-from jobs.settings import Settings
-from jobs.sources import open_source
-from jobs.store.db import Database
-from jobs.store.models import Chunk, ChunkStatus, Job, JobStatus, Result
-from jobs.store.queries import get_job, resolve_model
+from aiscan.jobs.errors import AiscanError
+from aiscan.jobs.pipeline import CLASSIFY_CHUNK, PLAN_JOB
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.sources import open_source
+from aiscan.jobs.store.db import Database
+from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, JobStatus, Result
+from aiscan.jobs.store.queries import get_job, resolve_model
 
 
 def create_job(
@@ -79,18 +79,25 @@ def retry_job(db: Database, send: Callable[..., None], job_id: int, *, errors: b
             send_plan = True
         else:
             send_plan = False
-        open_chunks = [tuple(row) for row in s.execute(
-            select(Chunk.id, Chunk.size).where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
-        )]
+        open_chunks = [
+            tuple(row)
+            for row in s.execute(
+                select(Chunk.id, Chunk.size).where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
+            )
+        ]
         # A retry is a user's decision: chunks that exhausted their attempts get a fresh count.
-        s.execute(update(Chunk).where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
-                  .values(attempts=0))
+        s.execute(
+            update(Chunk).where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE).values(attempts=0)
+        )
         new_chunks: list[Chunk] = []
         if errors:
-            failed = list(s.scalars(
-                select(Result.image_uri).where(Result.job_id == job_id, Result.error_kind.is_not(None))
-                .order_by(Result.image_uri)
-            ))
+            failed = list(
+                s.scalars(
+                    select(Result.image_uri)
+                    .where(Result.job_id == job_id, Result.error_kind.is_not(None))
+                    .order_by(Result.image_uri)
+                )
+            )
             next_seq = (s.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job_id)) or -1) + 1
             for i in range(0, len(failed), job.chunk_size):
                 refs = failed[i : i + job.chunk_size]

@@ -8,10 +8,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from jobs.settings import Settings
-from jobs.store.db import open_database
-from jobs.store.models import DetectorModel
-from jobs.store.queries import get_job, job_counts
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import DetectorModel
+from aiscan.jobs.store.queries import get_job, job_counts
 
 
 def job_summary(settings: Settings, job_id: int) -> dict[str, Any]:
@@ -62,9 +62,5 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
     if summary["error"]:
         console.print(f"[red]job error:[/red] {summary['error']}")
     if summary["images_per_second"]:
-        console.print(
-            f"{summary['elapsed_s']:.1f} s, {summary['images_per_second']:.1f} images/s"
-        )
+        console.print(f"{summary['elapsed_s']:.1f} s, {summary['images_per_second']:.1f} images/s")
     console.print(f"job id: {summary['job_id']}  (aiscan report {summary['job_id']} -o FILE)")
-
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from jobs.store.models import Base
+from aiscan.jobs.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -27,7 +27,7 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"), poolclass=pool.NullPool)
+    engine = create_engine(config.get_main_option("sqlalchemy.url", ""), poolclass=pool.NullPool)
     with engine.connect() as conn:
         _run(conn)
 

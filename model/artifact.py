@@ -14,8 +14,8 @@ from typing import Any
 
 import keras
 
-from model.errors import ModelError
-from model.layers import CHANNEL_ORDERS, SCALES, Preprocess, RealProbability
+from aiscan.model.errors import ModelError
+from aiscan.model.layers import CHANNEL_ORDERS, SCALES, Preprocess, RealProbability
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"

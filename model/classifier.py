@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from model.artifact import Thresholds
-from model.decode import Decoded, decode_image
-from model.device import accelerator_present
-from model.errors import ModelError
-from model.runner import Runner, load_runner
+from aiscan.model.artifact import Thresholds
+from aiscan.model.decode import Decoded, decode_image
+from aiscan.model.device import accelerator_present
+from aiscan.model.errors import ModelError
+from aiscan.model.runner import Runner, load_runner
 
 
 @dataclass

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from model.errors import DecodeError, NotAnImage, TooLarge, Truncated, Unsupported
-from model.formats import FORMATS, sniff_image
+from aiscan.model.errors import DecodeError, NotAnImage, TooLarge, Truncated, Unsupported
+from aiscan.model.formats import FORMATS, sniff_image
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSE = {

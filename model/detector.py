@@ -6,8 +6,8 @@ from pathlib import Path
 
 import keras
 
-from model.errors import ModelError
-from model.layers import Preprocess, RealProbability
+from aiscan.model.errors import ModelError
+from aiscan.model.layers import Preprocess, RealProbability
 
 # keras.applications.InceptionV3 refuses smaller inputs.
 MIN_INPUT_SIZE = 75

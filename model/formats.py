@@ -52,6 +52,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # Header sizes of the BMP DIB variants; checking one makes "BM..." text files fail the sniff.
 _BMP_HEADER_SIZES = frozenset({12, 40, 52, 56, 64, 108, 124})
 
+
 def sniff_image(head: bytes) -> bool:
     """True when ``head`` (the first bytes of a file, 32 are enough) starts like a decodable image."""
     h = bytes(head[:32])

@@ -7,7 +7,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from model.errors import ModelError
+from aiscan.model.errors import ModelError
 
 SCALES = ("symmetric", "unit", "raw")
 CHANNEL_ORDERS = ("rgb", "bgr")

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model.artifact import Artifact, ArtifactMeta, load_artifact
+from aiscan.model.artifact import Artifact, ArtifactMeta, load_artifact
 
 
 class Runner:

@@ -53,7 +53,7 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
         c.execute(f'CREATE DATABASE "{name}"')
     yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from jobs.store.db import open_database
+    from aiscan.jobs.store.db import open_database
 
     open_database.cache_clear()
     with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
@@ -63,8 +63,8 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 @pytest.fixture
 def aiscan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """AISCAN_HOME in a temporary directory, embedded SQLite, settings re-read."""
-    from jobs.settings import get_settings
-    from jobs.store.db import open_database
+    from aiscan.jobs.settings import get_settings
+    from aiscan.jobs.store.db import open_database
 
     home = tmp_path / "aiscan-home"
     monkeypatch.setenv("AISCAN_HOME", str(home))

@@ -257,8 +257,17 @@ class FaultyHTTPServer:
         fail_headers: dict[str, str] | None = None,
     ) -> str:
         """Serve ``path``; returns its full URL. ``chunks`` sends a chunked body (no Content-Length)."""
-        route = Route(body, status, content_type, delay, fail_first, fail_status, dict(headers or {}),
-                      chunks, dict(fail_headers or {}))
+        route = Route(
+            body,
+            status,
+            content_type,
+            delay,
+            fail_first,
+            fail_status,
+            dict(headers or {}),
+            chunks,
+            dict(fail_headers or {}),
+        )
         with self._lock:
             self.routes[path] = route
         return self.url(path)
@@ -333,8 +342,10 @@ def self_signed_context(hostname: str) -> ssl.SSLContext:
     with tempfile.TemporaryDirectory() as tmp:
         cert_path, key_path = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
         ctx.load_cert_chain(cert_path, key_path)
     return ctx

@@ -39,15 +39,21 @@ time.sleep(60)
 """
 
 FIGURES = {
-    "seed_style_ips": 2.0, "ceiling_ips": 20.0, "decode_ips_per_core": 40.0, "inprocess_ips": 15.0,
-    "celery_ips": 12.0, "rss_small_mb": 700.0, "rss_large_mb": 710.0,
+    "seed_style_ips": 2.0,
+    "ceiling_ips": 20.0,
+    "decode_ips_per_core": 40.0,
+    "inprocess_ips": 15.0,
+    "celery_ips": 12.0,
+    "rss_small_mb": 700.0,
+    "rss_large_mb": 710.0,
 }
 
 
 def test_the_sampler_sees_the_pool_child_grow() -> None:
     # A session of its own, so the parent and its child end together with one killpg.
-    proc = subprocess.Popen([sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         with RssSampler(proc.pid, interval=0.02) as sampler:
@@ -96,13 +102,30 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
         "rss_small": {"images": 300, "peak_pool_child_mb": 700.0, "samples": 40},
         "rss_large": {"skipped": True},
     }
-    results = assemble(FIGURES, details, machine=machine_info(), date="2025-01-01T00:00:00+00:00",
-                       input_size=299, batch_size=32, archive={"total": 320}, keras_backend="tensorflow")
+    results = assemble(
+        FIGURES,
+        details,
+        machine=machine_info(),
+        date="2025-01-01T00:00:00+00:00",
+        input_size=299,
+        batch_size=32,
+        archive={"total": 320},
+        keras_backend="tensorflow",
+    )
     out = tmp_path / "bench-results.json"
     write_json(results, out)
     data = json.loads(out.read_text())
-    for key in (*RESULT_KEYS, "ratios", "machine", "date", "input_size", "batch_size", "archive",
-                "keras_backend", "details"):
+    for key in (
+        *RESULT_KEYS,
+        "ratios",
+        "machine",
+        "date",
+        "input_size",
+        "batch_size",
+        "archive",
+        "keras_backend",
+        "details",
+    ):
         assert key in data
     assert data["machine"]["cores"] >= 1
     assert len(build_tables(data)) == 3

@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from PIL import Image
 from tinymodels import save_tiny_classifier
 
-from jobs.cli import cli
-from jobs.reports import COLUMNS
-from jobs.settings import get_settings
-from model.decode import decode_image
-from training.synth import generator_like, write_archive
+from aiscan.jobs.cli import cli
+from aiscan.jobs.reports import COLUMNS
+from aiscan.jobs.settings import get_settings
+from aiscan.model.decode import decode_image
+from aiscan.training.synth import generator_like, write_archive
 
 
 def invoke(*args: str) -> str:
@@ -33,9 +33,9 @@ def invoke(*args: str) -> str:
 @pytest.fixture
 def detector_model(aiscan_home: Path) -> str:
     """An untrained detector of the real architecture (75 px), registered as the default model."""
-    from jobs.artifacts import register_artifact
-    from model.artifact import ArtifactMeta, save_artifact
-    from model.detector import build_detector
+    from aiscan.jobs.artifacts import register_artifact
+    from aiscan.model.artifact import ArtifactMeta, save_artifact
+    from aiscan.model.detector import build_detector
 
     keras.utils.set_random_seed(3)
     model = build_detector(75, None)
@@ -100,11 +100,11 @@ def test_scan_directory_and_report(tmp_path: Path, detector_model: str) -> None:
 def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: str) -> None:
     from sqlalchemy import func, select, update
 
-    from jobs.artifacts import classifier_factory
-    from jobs.inprocess import InProcessQueue
-    from jobs.pipeline import TaskContext, classify_chunk
-    from jobs.store.db import open_database
-    from jobs.store.models import Chunk, ChunkStatus, Result
+    from aiscan.jobs.artifacts import classifier_factory
+    from aiscan.jobs.inprocess import InProcessQueue
+    from aiscan.jobs.pipeline import TaskContext, classify_chunk
+    from aiscan.jobs.store.db import open_database
+    from aiscan.jobs.store.models import Chunk, ChunkStatus, Result
 
     write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=0, seed=5)
     summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json", "--chunk-size", "3"))
@@ -147,8 +147,19 @@ def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: P
     h5 = tmp_path / "cifake.h5"
     orig = save_tiny_classifier(h5, 36, units=2, seed=5)
 
-    out = invoke("model", "import", str(h5), "--name", "cifake", "--channel-order", "bgr",
-                 "--scale", "unit", "--real-index", "1")
+    out = invoke(
+        "model",
+        "import",
+        str(h5),
+        "--name",
+        "cifake",
+        "--channel-order",
+        "bgr",
+        "--scale",
+        "unit",
+        "--real-index",
+        "1",
+    )
     assert "imported cifake:1" in out
     paths = _png_dir(tmp_path / "imgs", 6, (90, 70))
     summary = json.loads(invoke("scan", str(tmp_path / "imgs"), "--model", "cifake", "--json"))
@@ -187,8 +198,9 @@ def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_
 
 def _aiscan(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {"AISCAN_HOME": str(home), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", **extra_env}
-    return subprocess.run([sys.executable, "-m", "jobs", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "aiscan.jobs", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 @pytest.mark.parametrize(
@@ -246,7 +258,7 @@ def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> Non
 def test_scan_into_postgresql(
     tmp_path: Path, aiscan_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jobs.store.db import open_database
+    from aiscan.jobs.store.db import open_database
 
     monkeypatch.setenv("AISCAN_DATABASE_URL", postgres_url)
     get_settings.cache_clear()

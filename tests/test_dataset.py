@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training.dataset import DatasetError, ImageBatches, find_labelled, stratified_split
-from training.synth import write_labelled_set
+from aiscan.training.dataset import DatasetError, ImageBatches, find_labelled, stratified_split
+from aiscan.training.synth import write_labelled_set
 
 
 @pytest.mark.parametrize(("real_dir", "fake_dir"), [("REAL", "FAKE"), ("real", "fake"), ("0_real", "1_fake")])

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
-from model.decode import Decoded, decode_image
-from model.errors import DecodeError, NotAnImage, TooLarge, Truncated
-from model.formats import IMAGE_EXTENSIONS, sniff_image
+from aiscan.model.decode import Decoded, decode_image
+from aiscan.model.errors import DecodeError, NotAnImage, TooLarge, Truncated
+from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)

@@ -20,13 +20,13 @@ import pytest
 from sqlalchemy import func, select
 from tinymodels import save_tiny_classifier
 
-from jobs.app import CeleryQueue, make_app
-from jobs.pipeline import CLASSIFY_CHUNK
-from jobs.settings import Settings
-from jobs.store.db import open_database
-from jobs.store.models import Chunk, ChunkStatus, Job, Result
-from jobs.submit import create_job
-from training.synth import camera_like, generator_like, write_archive
+from aiscan.jobs.app import CeleryQueue, make_app
+from aiscan.jobs.pipeline import CLASSIFY_CHUNK
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, Result
+from aiscan.jobs.submit import create_job
+from aiscan.training.synth import camera_like, generator_like, write_archive
 
 REDIS_START = (
     "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no "
@@ -82,8 +82,13 @@ class Cluster:
         self.settings = Settings.from_env(env)
 
     def aiscan(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "jobs", *args], env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=240)
+        return subprocess.run(
+            [sys.executable, "-m", "aiscan.jobs", *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
     def aiscan_ok(self, *args: str, env: dict[str, str] | None = None) -> str:
         proc = self.aiscan(*args, env=env)
@@ -94,8 +99,11 @@ class Cluster:
         log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
         # A session of its own: the whole worker (parent and pool) can be killed as one group.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
-            env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "aiscan.jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.workers[name] = proc
         deadline = time.monotonic() + WORKER_READY_S
@@ -189,16 +197,22 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
 
             redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
             open_database.cache_clear()
-            with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test",
-                                 autocommit=True) as conn:
+            with psycopg.connect(
+                "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
+            ) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def _s3_put(cluster: Cluster, bucket: str, objects: dict[str, bytes]) -> None:
     import boto3
 
-    s3 = boto3.client("s3", endpoint_url=cluster.s3_endpoint, region_name="us-east-1",
-                      aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-key")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=cluster.s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing-key-id",
+        aws_secret_access_key="testing-secret-key",
+    )
     s3.create_bucket(Bucket=bucket)
     for key, body in objects.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
@@ -225,8 +239,16 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
     urls = tmp_path / "urls.txt"
     urls.write_text("# a URL list\n" + "\n".join(sorted(url_refs)) + "\n\n")
 
-    out = cluster.aiscan_ok("scan", str(tmp_path / "dir"), "s3://archive/photos/", str(urls),
-                            "--chunk-size", "4", "--wait", "--json")
+    out = cluster.aiscan_ok(
+        "scan",
+        str(tmp_path / "dir"),
+        "s3://archive/photos/",
+        str(urls),
+        "--chunk-size",
+        "4",
+        "--wait",
+        "--json",
+    )
     summary = json.loads(out)
     assert summary["status"] == "done"
     rows = cluster.rows(summary["job_id"])
@@ -284,8 +306,12 @@ def rabbitmq_vhost() -> Iterator[str]:
         subprocess.run(["rabbitmqctl", "-q", "wait", "--timeout", "60", "--pid", "0"], capture_output=True)
     vhost = f"aiscan-{uuid.uuid4().hex[:8]}"
     subprocess.run(["rabbitmqctl", "-q", "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["rabbitmqctl", "-q", "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     subprocess.run(["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60)
 
@@ -295,8 +321,9 @@ def test_rabbitmq_works_as_the_broker_too(cluster: Cluster, tmp_path: Path, rabb
     cluster.start_worker("rabbit", env=env)
     try:
         write_archive(tmp_path / "r", 3, 3, n_corrupt=1, n_non_images=0, seed=6)
-        summary = json.loads(cluster.aiscan_ok("scan", str(tmp_path / "r"), "--chunk-size", "3",
-                                               "--wait", "--json", env=env))
+        summary = json.loads(
+            cluster.aiscan_ok("scan", str(tmp_path / "r"), "--chunk-size", "3", "--wait", "--json", env=env)
+        )
     finally:
         cluster.kill_worker("rabbit", signal.SIGTERM)
     assert summary["status"] == "done"
@@ -328,7 +355,7 @@ def test_the_same_chunk_delivered_twice_leaves_no_duplicates(cluster: Cluster, t
     db = cluster.db()
     job_id = create_job(db, cluster.settings, [f"urls:{urls}"], model_ref=None, chunk_size=6)
     # Plan in this process, then hand the one chunk to both workers at once: both run it.
-    from jobs.pipeline import TaskContext, plan_job
+    from aiscan.jobs.pipeline import TaskContext, plan_job
 
     sent: list[tuple] = []
     plan_job(TaskContext(cluster.settings, db, lambda *a: sent.append(a), lambda _row: None), job_id)
@@ -357,14 +384,22 @@ def test_a_worker_killed_mid_chunk_loses_nothing(cluster: Cluster, tmp_path: Pat
     deadline = time.monotonic() + 60
     while victim is None and time.monotonic() < deadline:
         with db.session() as s:
-            victim = s.scalar(select(Chunk.worker).where(
-                Chunk.job_id == job_id, Chunk.status == ChunkStatus.PENDING, Chunk.started_at.is_not(None),
-                Chunk.worker.like("w1@%")))
+            victim = s.scalar(
+                select(Chunk.worker).where(
+                    Chunk.job_id == job_id,
+                    Chunk.status == ChunkStatus.PENDING,
+                    Chunk.started_at.is_not(None),
+                    Chunk.worker.like("w1@%"),
+                )
+            )
         time.sleep(0.05)
     assert victim is not None, "worker w1 never took a chunk"
     with db.session() as s:
-        killed_chunk = s.scalar(select(Chunk.id).where(Chunk.job_id == job_id, Chunk.worker == victim,
-                                                       Chunk.status == ChunkStatus.PENDING))
+        killed_chunk = s.scalar(
+            select(Chunk.id).where(
+                Chunk.job_id == job_id, Chunk.worker == victim, Chunk.status == ChunkStatus.PENDING
+            )
+        )
     cluster.kill_worker("w1")  # SIGKILL to the parent and its pool: nothing gets to clean up
 
     job = cluster.wait_job(job_id)

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.artifact import Thresholds
-from training.metrics import (
+from aiscan.model.artifact import Thresholds
+from aiscan.training.metrics import (
     average_precision,
     binary_metrics,
     choose_thresholds,
@@ -19,9 +19,22 @@ from training.metrics import (
 )
 
 METRIC_KEYS = {
-    "n", "counts", "thresholds", "accuracy", "per_class", "roc_auc", "average_precision",
-    "confusion_matrix", "label_counts", "real_flag_rate", "real_flag_rate_at_decision",
-    "fake_flag_rate", "ece", "reliability", "histogram", "roc",
+    "n",
+    "counts",
+    "thresholds",
+    "accuracy",
+    "per_class",
+    "roc_auc",
+    "average_precision",
+    "confusion_matrix",
+    "label_counts",
+    "real_flag_rate",
+    "real_flag_rate_at_decision",
+    "fake_flag_rate",
+    "ece",
+    "reliability",
+    "histogram",
+    "roc",
 }
 T = Thresholds(decision=0.5, uncertain_low=0.4, uncertain_high=0.6)
 
@@ -36,6 +49,7 @@ def _json_roundtrip(obj: Any) -> Any:
 
 
 # -- hand-computed values ---------------------------------------------------------------------
+
 
 def test_auc_with_ties_by_hand() -> None:
     # Pairs (real, fake): (.4,.1)=1, (.4,.4)=1/2, (.8,.1)=1, (.8,.4)=1 -> 3.5 / 4.
@@ -142,6 +156,7 @@ def test_roc_is_thinned_monotone_and_matches_auc() -> None:
 
 # -- degenerate input -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("p", "y", "message"),
     [
@@ -178,6 +193,7 @@ def test_class_never_predicted_has_no_precision() -> None:
 
 
 # -- choose_thresholds ------------------------------------------------------------------------
+
 
 def _brute_force_cut(p: np.ndarray, y: np.ndarray, target: float) -> float:
     """Highest candidate cut t in [0, 1] with (reals below t) / reals <= target."""
@@ -256,10 +272,10 @@ def test_evaluate_and_write_report(tmp_path: Path) -> None:
     from PIL import Image
     from tinymodels import save_tiny_classifier
 
-    from model.artifact import import_keras_file
-    from training.dataset import DatasetError
-    from training.evaluate import evaluate, write_report
-    from training.synth import write_labelled_set
+    from aiscan.model.artifact import import_keras_file
+    from aiscan.training.dataset import DatasetError
+    from aiscan.training.evaluate import evaluate, write_report
+    from aiscan.training.synth import write_labelled_set
 
     src = tmp_path / "tiny.keras"
     save_tiny_classifier(src, 32, activation="tanh")
@@ -308,14 +324,20 @@ def test_evaluate_and_write_report(tmp_path: Path) -> None:
 def test_report_makes_no_pyplot_figures(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from model.artifact import ArtifactMeta
-    from training.evaluate import Evaluation, write_report
+    from aiscan.model.artifact import ArtifactMeta
+    from aiscan.training.evaluate import Evaluation, write_report
 
     p = np.array([0.1, 0.4, 0.4, 0.8, 0.95])
     y = np.array([0, 0, 1, 1, 1])
     ev = Evaluation(
-        metrics=binary_metrics(p, y, T), p_real=p, labels=y, paths=[tmp_path / f"{i}.png" for i in range(5)],
-        skipped=0, meta=ArtifactMeta(name="m", input_size=32), model_dir=tmp_path, data_dir=tmp_path,
+        metrics=binary_metrics(p, y, T),
+        p_real=p,
+        labels=y,
+        paths=[tmp_path / f"{i}.png" for i in range(5)],
+        skipped=0,
+        meta=ArtifactMeta(name="m", input_size=32),
+        model_dir=tmp_path,
+        data_dir=tmp_path,
     )
     before = plt.get_fignums()
     write_report(ev, tmp_path / "r")

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from tinymodels import save_tiny_classifier
 
-from jobs.cli import cli
-from jobs.settings import get_settings
-from jobs.store.db import open_database
-from jobs.store.models import Chunk, Job, Result
-from jobs.submit import cancel_job, create_job
-from training.synth import camera_like, write_archive
+from aiscan.jobs.cli import cli
+from aiscan.jobs.settings import get_settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import Chunk, Job, Result
+from aiscan.jobs.submit import cancel_job, create_job
+from aiscan.training.synth import camera_like, write_archive
 
 
 def invoke(*args: str) -> str:
@@ -79,9 +79,9 @@ def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path)
 
 
 def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
-    from jobs.artifacts import classifier_factory
-    from jobs.inprocess import InProcessQueue, run_queue
-    from jobs.pipeline import TaskContext
+    from aiscan.jobs.artifacts import classifier_factory
+    from aiscan.jobs.inprocess import InProcessQueue, run_queue
+    from aiscan.jobs.pipeline import TaskContext
 
     write_archive(tmp_path / "a", 4, 4, n_corrupt=0, n_non_images=0, seed=1)
     settings = get_settings()
@@ -114,7 +114,7 @@ def test_skip_known_reuses_results_of_the_same_content(
         (copy / f"c{i}{Path(path).suffix}").write_bytes(Path(path).read_bytes())
     (copy / "new.jpg").write_bytes(_jpeg(42))
 
-    from model import runner
+    from aiscan.model import runner
 
     calls: list[int] = []
     original = runner.Runner.predict

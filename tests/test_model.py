@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from model.artifact import (
+from aiscan.model.artifact import (
     ArtifactMeta,
     Thresholds,
     file_sha256,
@@ -17,10 +17,10 @@ from model.artifact import (
     load_artifact,
     save_artifact,
 )
-from model.detector import MIN_INPUT_SIZE, build_detector
-from model.errors import ModelError
-from model.layers import Preprocess, RealProbability
-from model.runner import Runner, load_runner
+from aiscan.model.detector import MIN_INPUT_SIZE, build_detector
+from aiscan.model.errors import ModelError
+from aiscan.model.layers import Preprocess, RealProbability
+from aiscan.model.runner import Runner, load_runner
 
 # Keras' TensorFlow backend converts tensors with an old-style np.array call under NumPy 2.
 

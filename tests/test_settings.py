@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.settings import Settings
+from aiscan.jobs.errors import ConfigError
+from aiscan.jobs.settings import Settings
 
 
 def test_defaults_put_everything_under_home(tmp_path: Path) -> None:
@@ -19,12 +19,20 @@ def test_defaults_put_everything_under_home(tmp_path: Path) -> None:
 
 
 def test_values_are_read_and_typed() -> None:
-    s = Settings.from_env({
-        "AISCAN_DATABASE_URL": "postgresql+psycopg://u@h/db", "AISCAN_CHUNK_SIZE": "17",
-        "AISCAN_BATCH_SIZE": "8", "AISCAN_URL_TIMEOUT": "2.5",
-    })
+    s = Settings.from_env(
+        {
+            "AISCAN_DATABASE_URL": "postgresql+psycopg://u@h/db",
+            "AISCAN_CHUNK_SIZE": "17",
+            "AISCAN_BATCH_SIZE": "8",
+            "AISCAN_URL_TIMEOUT": "2.5",
+        }
+    )
     assert (s.database_url, s.chunk_size, s.batch_size, s.url_timeout) == (
-        "postgresql+psycopg://u@h/db", 17, 8, 2.5)
+        "postgresql+psycopg://u@h/db",
+        17,
+        8,
+        2.5,
+    )
 
 
 @pytest.mark.parametrize(

@@ -17,10 +17,10 @@ import botocore.response
 import netservers
 import pytest
 
-from jobs.errors import FetchError, SourceError, TransientFetchError
-from jobs.settings import Settings
-from jobs.sources import Fetched, fetch, open_source
-from jobs.sources.s3 import S3Source, fetch_s3, s3_client
+from aiscan.jobs.errors import FetchError, SourceError, TransientFetchError
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.sources import Fetched, fetch, open_source
+from aiscan.jobs.sources.s3 import S3Source, fetch_s3, s3_client
 
 SECRET = "SECRETdoNotLeak0123456789"
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
@@ -49,13 +49,15 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
 
 
 def make_settings(tmp_path: Path, endpoint: str, **env: str) -> Settings:
-    return Settings.from_env({
-        "AISCAN_HOME": str(tmp_path),
-        "AISCAN_S3_ENDPOINT_URL": endpoint,
-        "AISCAN_URL_TIMEOUT": "5",
-        "AISCAN_URL_RETRIES": "1",
-        **env,
-    })
+    return Settings.from_env(
+        {
+            "AISCAN_HOME": str(tmp_path),
+            "AISCAN_S3_ENDPOINT_URL": endpoint,
+            "AISCAN_URL_TIMEOUT": "5",
+            "AISCAN_URL_RETRIES": "1",
+            **env,
+        }
+    )
 
 
 @pytest.fixture
@@ -153,8 +155,12 @@ def test_missing_bucket_is_a_source_error(settings: Settings) -> None:
 
 
 def test_endpoint_down_is_transient(tmp_path: Path, bucket: str) -> None:
-    down = make_settings(tmp_path, f"http://127.0.0.1:{netservers.closed_port()}", AISCAN_URL_RETRIES="0",
-                         AISCAN_URL_TIMEOUT="1")
+    down = make_settings(
+        tmp_path,
+        f"http://127.0.0.1:{netservers.closed_port()}",
+        AISCAN_URL_RETRIES="0",
+        AISCAN_URL_TIMEOUT="1",
+    )
     started = time.monotonic()
     with pytest.raises(TransientFetchError) as info:
         fetch(f"s3://{bucket}/a.jpg", down)

@@ -11,11 +11,11 @@ from pathlib import Path
 import netservers
 import pytest
 
-from jobs.errors import FetchError, SourceError
-from jobs.settings import Settings
-from jobs.sources import Fetched, fetch, open_source
-from jobs.sources.local import LocalSource
-from jobs.sources.urls import INVALID_PREFIX, UrlListSource, UrlSource, fetch_url
+from aiscan.jobs.errors import FetchError, SourceError
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.sources import Fetched, fetch, open_source
+from aiscan.jobs.sources.local import LocalSource
+from aiscan.jobs.sources.urls import INVALID_PREFIX, UrlListSource, UrlSource, fetch_url
 
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60
 
@@ -37,13 +37,15 @@ def server() -> Iterator[netservers.FaultyHTTPServer]:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Loopback allowed (the test server lives there), short timeouts, a 1 MB size cap."""
-    return Settings.from_env({
-        "AISCAN_HOME": str(tmp_path),
-        "AISCAN_URL_ALLOW_NETWORKS": "127.0.0.0/8",
-        "AISCAN_URL_TIMEOUT": "2",
-        "AISCAN_URL_RETRIES": "2",
-        "AISCAN_MAX_IMAGE_BYTES": str(1024 * 1024),
-    })
+    return Settings.from_env(
+        {
+            "AISCAN_HOME": str(tmp_path),
+            "AISCAN_URL_ALLOW_NETWORKS": "127.0.0.0/8",
+            "AISCAN_URL_TIMEOUT": "2",
+            "AISCAN_URL_RETRIES": "2",
+            "AISCAN_MAX_IMAGE_BYTES": str(1024 * 1024),
+        }
+    )
 
 
 def kind_of(url: str, settings: Settings) -> tuple[str, str]:
@@ -100,7 +102,7 @@ def test_csv_list_with_url_column(tmp_path: Path, settings: Settings) -> None:
     path = tmp_path / "photos.csv"
     path.write_text(
         "\ufeffid,URL,label\n"
-        '1,https://example.com/a.jpg,x\n'
+        "1,https://example.com/a.jpg,x\n"
         '2,"https://example.com/b,c.jpg",y\n'
         "3,,empty\n"
         "\n"
@@ -134,7 +136,10 @@ def test_single_url_and_dispatch(tmp_path: Path, settings: Settings, guard: nets
     source = open_source("https://example.com/a.jpg", settings)
     assert isinstance(source, UrlSource)
     assert (source.spec, list(source.iter_refs()), source.skipped) == (
-        "https://example.com/a.jpg", ["https://example.com/a.jpg"], 0)
+        "https://example.com/a.jpg",
+        ["https://example.com/a.jpg"],
+        0,
+    )
     with pytest.raises(SourceError) as info:
         open_source("https://bob:s3cret@example.com/a.jpg", settings)
     assert "s3cret" not in str(info.value)
@@ -231,12 +236,15 @@ def test_redirects(server: netservers.FaultyHTTPServer, settings: Settings) -> N
     assert kind_of(server.url("/r3"), no_redirects)[0] == "too_many_redirects"
 
 
-@pytest.mark.parametrize("target", [
-    "http://169.254.169.254/latest/meta-data/",
-    "http://10.1.2.3/internal.jpg",
-    "http://[::ffff:169.254.169.254]/",
-    "http://0.0.0.0:8080/",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.1.2.3/internal.jpg",
+        "http://[::ffff:169.254.169.254]/",
+        "http://0.0.0.0:8080/",
+    ],
+)
 def test_redirect_to_internal_address_is_refused_without_traffic(
     server: netservers.FaultyHTTPServer, settings: Settings, guard: netservers.LoopbackGuard, target: str
 ) -> None:
@@ -255,18 +263,21 @@ def test_redirect_to_credentials_or_other_scheme(
     assert kind_of(server.redirect("/f", "file:///etc/passwd"), settings)[0] == "bad_url"
 
 
-@pytest.mark.parametrize("url", [
-    "http://10.1.2.3/a.jpg",
-    "http://192.168.0.1/a.jpg",
-    "http://172.16.5.4/a.jpg",
-    "http://100.64.0.1/a.jpg",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://224.0.0.1/a.jpg",
-    "http://[::1]/a.jpg",
-    "http://[fe80::1]/a.jpg",
-    "http://[fd00::1]/a.jpg",
-    "http://[64:ff9b::a01:203]/a.jpg",  # NAT64 form of 10.1.2.3
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.1.2.3/a.jpg",
+        "http://192.168.0.1/a.jpg",
+        "http://172.16.5.4/a.jpg",
+        "http://100.64.0.1/a.jpg",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://224.0.0.1/a.jpg",
+        "http://[::1]/a.jpg",
+        "http://[fe80::1]/a.jpg",
+        "http://[fd00::1]/a.jpg",
+        "http://[64:ff9b::a01:203]/a.jpg",  # NAT64 form of 10.1.2.3
+    ],
+)
 def test_internal_addresses_refused(settings: Settings, guard: netservers.LoopbackGuard, url: str) -> None:
     assert kind_of(url, settings)[0] == "refused_address"
     assert guard.connections == []
@@ -295,8 +306,16 @@ def test_credentials_refused_without_echoing_the_password(
     assert server.hits["/a.jpg"] == 0
 
 
-@pytest.mark.parametrize("url", ["ftp://example.com/a.jpg", "http://", "http://exa mple.com/a.jpg",
-                                 "http://example.com:99999/a.jpg", INVALID_PREFIX + "whatever"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/a.jpg",
+        "http://",
+        "http://exa mple.com/a.jpg",
+        "http://example.com:99999/a.jpg",
+        INVALID_PREFIX + "whatever",
+    ],
+)
 def test_bad_urls(settings: Settings, url: str) -> None:
     assert kind_of(url, settings)[0] == "bad_url"
 
@@ -330,7 +349,9 @@ def test_connection_is_pinned_to_the_checked_address(
 
 
 def test_any_internal_address_refuses_the_host(
-    server: netservers.FaultyHTTPServer, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    server: netservers.FaultyHTTPServer,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
     guard: netservers.LoopbackGuard,
 ) -> None:
     FakeDNS(monkeypatch, {"mixed.test": [["127.0.0.1", "10.0.0.1"]]})

@@ -11,10 +11,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import IntegrityError
 
-from jobs.errors import NotFound
-from jobs.store import db as store_db
-from jobs.store.models import Base, Job, Result
-from jobs.store.queries import register_model, resolve_model, set_default_model
+from aiscan.jobs.errors import NotFound
+from aiscan.jobs.store import db as store_db
+from aiscan.jobs.store.models import Base, Job, Result
+from aiscan.jobs.store.queries import register_model, resolve_model, set_default_model
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -47,8 +47,9 @@ def test_migrations_create_the_orm_schema_and_roll_back(url: str) -> None:
 def _job(db: store_db.Database) -> tuple[int, int]:
     with db.session() as s:
         model = register_model(s, name="m", path="/nowhere", sha256="0" * 64, meta={"input_size": 75})
-        job = Job(sources=["/x"], model_id=model.id, chunk_size=8, options={}, planned=False,
-                  total=0, skipped=0)
+        job = Job(
+            sources=["/x"], model_id=model.id, chunk_size=8, options={}, planned=False, total=0, skipped=0
+        )
         s.add(job)
         s.flush()
         return job.id, model.id
@@ -56,9 +57,19 @@ def _job(db: store_db.Database) -> tuple[int, int]:
 
 def _row(job_id: int, model_id: int, uri: str, p: float) -> dict:
     return {
-        "job_id": job_id, "image_uri": uri, "sha256": "a" * 64, "byte_size": 10, "width": 4,
-        "height": 3, "format": "PNG", "p_real": p, "label": "real" if p > 0.6 else "fake",
-        "error_kind": None, "error": None, "model_id": model_id, "classified_at": datetime.now(UTC),
+        "job_id": job_id,
+        "image_uri": uri,
+        "sha256": "a" * 64,
+        "byte_size": 10,
+        "width": 4,
+        "height": 3,
+        "format": "PNG",
+        "p_real": p,
+        "label": "real" if p > 0.6 else "fake",
+        "error_kind": None,
+        "error": None,
+        "model_id": model_id,
+        "classified_at": datetime.now(UTC),
     }
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.decode import decode_image
-from model.errors import DecodeError
-from model.formats import IMAGE_EXTENSIONS, sniff_image
-from training.synth import camera_like, generator_like, write_archive, write_labelled_set
+from aiscan.model.decode import decode_image
+from aiscan.model.errors import DecodeError
+from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
+from aiscan.training.synth import camera_like, generator_like, write_archive, write_labelled_set
 
 
 def tree_digest(root: Path) -> dict[str, str]:

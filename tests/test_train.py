@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from jobs.cli import cli
-from model.detector import build_detector
-from training.synth import write_labelled_set
-from training.train import TrainConfig, train, unfreeze_top_blocks
+from aiscan.jobs.cli import cli
+from aiscan.model.detector import build_detector
+from aiscan.training.synth import write_labelled_set
+from aiscan.training.train import TrainConfig, train, unfreeze_top_blocks
 
 
 def invoke(*args: str) -> str:
@@ -26,8 +26,22 @@ def invoke(*args: str) -> str:
 def test_train_and_evaluate_from_scratch(tmp_path: Path, aiscan_home: Path) -> None:
     data = tmp_path / "data"
     write_labelled_set(data, 80, 80, size=(72, 72), layout="cifake", seed=5)
-    out = invoke("train", str(data), "--name", "synthetic", "--input-size", "75", "--epochs", "3",
-                 "--batch-size", "16", "--base-weights", "none", "--max-real-flagged", "0.05")
+    out = invoke(
+        "train",
+        str(data),
+        "--name",
+        "synthetic",
+        "--input-size",
+        "75",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--base-weights",
+        "none",
+        "--max-real-flagged",
+        "0.05",
+    )
     assert "registered synthetic:1" in out
 
     shown = json.loads(invoke("model", "show", "synthetic", "--json"))
@@ -48,8 +62,13 @@ def test_train_and_evaluate_from_scratch(tmp_path: Path, aiscan_home: Path) -> N
     assert metrics["accuracy"] > 0.7
     for key in ("per_class", "average_precision", "confusion_matrix", "ece", "histogram", "reliability"):
         assert metrics[key] is not None
-    assert {p.name for p in report.iterdir()} >= {"index.html", "metrics.json", "roc.png",
-                                                  "histogram.png", "reliability.png"}
+    assert {p.name for p in report.iterdir()} >= {
+        "index.html",
+        "metrics.json",
+        "roc.png",
+        "histogram.png",
+        "reliability.png",
+    }
     # The trained model scans like any other.
     summary = json.loads(invoke("scan", str(data / "test"), "--json"))
     assert summary["counts"]["done"] == 32 and summary["counts"]["errors"] == 0
@@ -59,12 +78,20 @@ def test_frozen_base_from_a_local_weights_file_then_fine_tuning(tmp_path: Path) 
     keras.utils.set_random_seed(0)
     weights = tmp_path / "notop.weights.h5"
     keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3)).save_weights(
-        weights)
+        weights
+    )
     data = tmp_path / "data"
     write_labelled_set(data, 24, 24, size=(64, 64), seed=2)
     (data / "REAL" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    config = TrainConfig(input_size=75, epochs=1, fine_tune_blocks=1, fine_tune_epochs=1, batch_size=16,
-                         base_weights=str(weights), seed=1)
+    config = TrainConfig(
+        input_size=75,
+        epochs=1,
+        fine_tune_blocks=1,
+        fine_tune_epochs=1,
+        batch_size=16,
+        base_weights=str(weights),
+        seed=1,
+    )
     result = train(data, config)
     assert [h.phase for h in result.history] == ["train", "fine-tune"]
     assert result.skipped_files == 1
@@ -83,12 +110,13 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen() -> None:
     assert one == sum(not isinstance(layer, keras.layers.BatchNormalization) for layer in after_mixed9)
     assert all(not layer.trainable for layer in base.layers[: names.index("mixed9") + 1])
     assert unfreeze_top_blocks(model, 11) > one
-    assert not any(layer.trainable for layer in base.layers
-                   if isinstance(layer, keras.layers.BatchNormalization))
+    assert not any(
+        layer.trainable for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
+    )
 
 
 def test_too_small_input_is_a_clear_error(tmp_path: Path) -> None:
-    from model.errors import ModelError
+    from aiscan.model.errors import ModelError
 
     write_labelled_set(tmp_path, 4, 4, size=(32, 32))
     with pytest.raises(ModelError, match="InceptionV3 needs >= 75"):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from model.decode import decode_image
+from aiscan.model.decode import decode_image
 
 # Decode a little larger than the input so a random crop still covers most of the image.
 CROP_MARGIN = 1.15

@@ -9,10 +9,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from model.decode import decode_image
-from model.errors import DecodeError, ModelError
-from model.formats import IMAGE_EXTENSIONS
-from training.augment import Augment
+from aiscan.model.decode import decode_image
+from aiscan.model.errors import DecodeError, ModelError
+from aiscan.model.formats import IMAGE_EXTENSIONS
+from aiscan.training.augment import Augment
 
 # Folder names users meet in the wild: CIFAKE ships REAL/FAKE, other sets 0_real/1_fake.
 CLASS_DIRS = {"real": 1, "0_real": 1, "fake": 0, "1_fake": 0}
@@ -69,9 +69,7 @@ def find_labelled(data_dir: Path, split: str | None = None) -> LabelledFiles:
             root = candidates[0]
     dirs = _class_dirs(root)
     if not dirs[0] and not dirs[1]:
-        raise DatasetError(
-            f"{root} has no REAL/ and FAKE/ folders (also accepted: real/fake, 0_real/1_fake)"
-        )
+        raise DatasetError(f"{root} has no REAL/ and FAKE/ folders (also accepted: real/fake, 0_real/1_fake)")
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in ((1, "REAL"), (0, "FAKE")):
@@ -83,9 +81,7 @@ def find_labelled(data_dir: Path, split: str | None = None) -> LabelledFiles:
     return LabelledFiles(paths, np.asarray(labels, dtype=np.int32))
 
 
-def stratified_split(
-    files: LabelledFiles, fraction: float, seed: int
-) -> tuple[LabelledFiles, LabelledFiles]:
+def stratified_split(files: LabelledFiles, fraction: float, seed: int) -> tuple[LabelledFiles, LabelledFiles]:
     """Split into (train, validation) keeping the class ratio; fixed by ``seed``."""
     rng = np.random.default_rng(seed)
     val_idx: list[int] = []

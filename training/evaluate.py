@@ -14,12 +14,12 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from model.artifact import ArtifactMeta, load_artifact
-from model.decode import decode_image
-from model.errors import DecodeError
-from model.runner import load_runner
-from training.dataset import DatasetError, find_labelled
-from training.metrics import binary_metrics
+from aiscan.model.artifact import ArtifactMeta, load_artifact
+from aiscan.model.decode import decode_image
+from aiscan.model.errors import DecodeError
+from aiscan.model.runner import load_runner
+from aiscan.training.dataset import DatasetError, find_labelled
+from aiscan.training.metrics import binary_metrics
 
 MAX_DECODE_THREADS = 8
 PLOTS = {"roc": "roc.png", "histogram": "histogram.png", "reliability": "reliability.png"}
@@ -92,7 +92,7 @@ def evaluate(
             ok = [i for i, px in enumerate(decoded) if px is not None]
             skipped += [files.paths[start + i] for i, px in enumerate(decoded) if px is None]
             if ok:
-                scores.append(runner.predict(np.stack([decoded[i] for i in ok])))
+                scores.append(runner.predict(np.stack([px for px in decoded if px is not None])))
                 kept += [start + i for i in ok]
             if on_batch is not None:
                 on_batch(len(decoded))
@@ -176,8 +176,11 @@ def _plot_roc(metrics: dict[str, Any], path: Path) -> None:
         fpr, tpr = metrics["real_flag_rate_at_decision"], metrics["per_class"]["fake"]["recall"]
         ax.plot([fpr], [tpr], "o", color="C3", label=f"decision {metrics['thresholds']['decision']:.3f}")
     ax.set(
-        xlim=(0, 1), ylim=(0, 1.01),
-        xlabel="real photographs flagged (FPR)", ylabel="AI-generated images flagged (TPR)", title="ROC",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="real photographs flagged (FPR)",
+        ylabel="AI-generated images flagged (TPR)",
+        title="ROC",
     )
     ax.legend(loc="lower right")
     _save(fig, path)
@@ -187,11 +190,22 @@ def _plot_histogram(metrics: dict[str, Any], path: Path) -> None:
     fig = _new_figure(7.0, 4.5)
     ax = fig.add_subplot()
     hist, thresholds = metrics["histogram"], metrics["thresholds"]
-    ax.axvspan(thresholds["uncertain_low"], thresholds["uncertain_high"], color="grey", alpha=0.2,
-               label="uncertain band")
+    ax.axvspan(
+        thresholds["uncertain_low"],
+        thresholds["uncertain_high"],
+        color="grey",
+        alpha=0.2,
+        label="uncertain band",
+    )
     for name, colour in (("real", "C0"), ("fake", "C3")):
-        ax.stairs(hist[name], hist["edges"], fill=True, alpha=0.45, color=colour,
-                  label=f"{name} (n={metrics['counts'][name]})")
+        ax.stairs(
+            hist[name],
+            hist["edges"],
+            fill=True,
+            alpha=0.45,
+            color=colour,
+            label=f"{name} (n={metrics['counts'][name]})",
+        )
     decision = thresholds["decision"]
     ax.axvline(decision, color="black", linestyle="--", label=f"decision {decision:.3f}")
     ax.set(xlim=(0, 1), xlabel="p_real", ylabel="images", title="p_real by true class")
@@ -204,13 +218,29 @@ def _plot_reliability(metrics: dict[str, Any], path: Path) -> None:
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
     bins = [b for b in metrics["reliability"] if b["count"]]
-    ax.bar([(b["lower"] + b["upper"]) / 2 for b in bins], [b["observed_real"] for b in bins],
-           width=bins[0]["upper"] - bins[0]["lower"] if bins else 0.1, alpha=0.3, color="C0",
-           edgecolor="C0", label="observed share real")
-    ax.plot([b["mean_predicted"] for b in bins], [b["observed_real"] for b in bins], "o-", color="C0",
-            label="mean p_real per bin")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted p_real", ylabel="observed share of real images",
-           title=f"Reliability (ECE = {metrics['ece']:.3f})")
+    ax.bar(
+        [(b["lower"] + b["upper"]) / 2 for b in bins],
+        [b["observed_real"] for b in bins],
+        width=bins[0]["upper"] - bins[0]["lower"] if bins else 0.1,
+        alpha=0.3,
+        color="C0",
+        edgecolor="C0",
+        label="observed share real",
+    )
+    ax.plot(
+        [b["mean_predicted"] for b in bins],
+        [b["observed_real"] for b in bins],
+        "o-",
+        color="C0",
+        label="mean p_real per bin",
+    )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="predicted p_real",
+        ylabel="observed share of real images",
+        title=f"Reliability (ECE = {metrics['ece']:.3f})",
+    )
     ax.legend(loc="upper left")
     _save(fig, path)
 
@@ -309,8 +339,12 @@ def _render_html(data: dict[str, Any]) -> str:
     )
     env.filters["fmt"] = _fmt
     return env.from_string(_TEMPLATE).render(
-        model=data["model"], data_dir=data["data_dir"], evaluated_dir=data["evaluated_dir"],
-        files=data["files"], m=data["metrics"], plots=PLOTS,
+        model=data["model"],
+        data_dir=data["data_dir"],
+        evaluated_dir=data["evaluated_dir"],
+        files=data["files"],
+        m=data["metrics"],
+        plots=PLOTS,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from model.artifact import Thresholds
+from aiscan.model.artifact import Thresholds
 
 CLASSES = ("real", "fake")
 BAND_LABELS = ("real", "uncertain", "fake")
@@ -61,8 +61,8 @@ def class_scores(is_real: np.ndarray, pred_real: np.ndarray) -> dict[str, dict[s
     out: dict[str, dict[str, Any]] = {}
     for name, truth, pred in (("real", is_real, pred_real), ("fake", ~is_real, ~pred_real)):
         tp = int(np.count_nonzero(truth & pred))
-        precision = _ratio(tp, np.count_nonzero(pred))
-        recall = _ratio(tp, np.count_nonzero(truth))
+        precision = _ratio(tp, int(np.count_nonzero(pred)))
+        recall = _ratio(tp, int(np.count_nonzero(truth)))
         out[name] = {
             "precision": precision,
             "recall": recall,
@@ -166,7 +166,7 @@ def calibration(p_real: np.ndarray, is_real: np.ndarray, n_bins: int) -> tuple[f
         count = int(counts[i])
         mean_p = float(sum_p[i] / count) if count else None
         observed = float(sum_real[i] / count) if count else None
-        if count:
+        if mean_p is not None and observed is not None:
             ece += count / len(p_real) * abs(mean_p - observed)
         bins.append(
             {
@@ -252,7 +252,7 @@ def binary_metrics(
         },
         "label_counts": label_counts,
         "real_flag_rate": _ratio(label_counts["real"]["fake"], n_real),
-        "real_flag_rate_at_decision": _ratio(np.count_nonzero(is_real & flagged), n_real),
+        "real_flag_rate_at_decision": _ratio(int(np.count_nonzero(is_real & flagged)), n_real),
         "fake_flag_rate": _ratio(label_counts["fake"]["fake"], n_fake),
         "ece": ece,
         "reliability": reliability,

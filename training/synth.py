@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from model.formats import sniff_image
+from aiscan.model.formats import sniff_image
 
 __all__ = ["camera_like", "generator_like", "write_archive", "write_labelled_set"]
 

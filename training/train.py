@@ -17,19 +17,29 @@ from typing import Any
 import keras
 import numpy as np
 
-from model.artifact import ArtifactMeta, Thresholds
-from model.detector import build_detector
-from model.device import accelerator_present
-from model.errors import ModelError
-from training.augment import Augment
-from training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
-from training.metrics import binary_metrics, choose_thresholds
+from aiscan.model.artifact import ArtifactMeta, Thresholds
+from aiscan.model.detector import build_detector
+from aiscan.model.device import accelerator_present
+from aiscan.model.errors import ModelError
+from aiscan.training.augment import Augment
+from aiscan.training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
+from aiscan.training.metrics import binary_metrics, choose_thresholds
 
 # The 11 blocks of keras.applications.InceptionV3 end in layers named mixed0 .. mixed10.
 INCEPTION_BLOCKS = 11
 # What an artifact keeps of the validation metrics; curves and histograms belong in reports.
-SUMMARY_METRICS = ("n", "counts", "accuracy", "roc_auc", "average_precision", "ece", "real_flag_rate",
-                   "confusion_matrix", "per_class", "thresholds")
+SUMMARY_METRICS = (
+    "n",
+    "counts",
+    "accuracy",
+    "roc_auc",
+    "average_precision",
+    "ece",
+    "real_flag_rate",
+    "confusion_matrix",
+    "per_class",
+    "thresholds",
+)
 
 
 @dataclass
@@ -63,9 +73,11 @@ class EpochLog:
 def format_epoch(entry: EpochLog, epochs: int) -> str:
     """One line per epoch for a person watching."""
     logs = entry.logs
-    return (f"  {entry.phase} epoch {entry.epoch}/{epochs}: loss {logs.get('loss', float('nan')):.3f}, "
-            f"val loss {logs.get('val_loss', float('nan')):.3f}, "
-            f"val accuracy {logs.get('val_accuracy', float('nan')):.3f}")
+    return (
+        f"  {entry.phase} epoch {entry.epoch}/{epochs}: loss {logs.get('loss', float('nan')):.3f}, "
+        f"val loss {logs.get('val_loss', float('nan')):.3f}, "
+        f"val accuracy {logs.get('val_accuracy', float('nan')):.3f}"
+    )
 
 
 @dataclass
@@ -90,8 +102,11 @@ class TrainResult:
             source=source,
             extra={
                 "training": asdict(self.config),
-                "data": {"counts": self.counts, "fingerprint": self.fingerprint,
-                         "skipped_files": self.skipped_files},
+                "data": {
+                    "counts": self.counts,
+                    "fingerprint": self.fingerprint,
+                    "skipped_files": self.skipped_files,
+                },
                 "code_version": code_version(),
                 "history": [asdict(h) for h in self.history],
             },
@@ -115,12 +130,22 @@ def data_fingerprint(data_dir: Path, files: LabelledFiles) -> str:
 
 
 class _Reporter(keras.callbacks.Callback):
-    def __init__(self, phase: str, history: list[EpochLog],
-                 on_epoch: Callable[[EpochLog], None] | None,
-                 on_batch: Callable[[str, int, int], None] | None, steps: int) -> None:
+    def __init__(
+        self,
+        phase: str,
+        history: list[EpochLog],
+        on_epoch: Callable[[EpochLog], None] | None,
+        on_batch: Callable[[str, int, int], None] | None,
+        steps: int,
+    ) -> None:
         super().__init__()
         self.phase, self.history, self.on_epoch, self.on_batch, self.steps = (
-            phase, history, on_epoch, on_batch, steps)
+            phase,
+            history,
+            on_epoch,
+            on_batch,
+            steps,
+        )
 
     def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
         if self.on_batch is not None:
@@ -201,9 +226,18 @@ def unfreeze_top_blocks(model: keras.Model, blocks: int) -> int:
     return count
 
 
-def _fit(model: keras.Model, train: ImageBatches, val: ImageBatches, *, epochs: int, lr: float,
-         class_weight: dict[int, float], patience: int, reporter: _Reporter,
-         precise_bn: bool) -> None:
+def _fit(
+    model: keras.Model,
+    train: ImageBatches,
+    val: ImageBatches,
+    *,
+    epochs: int,
+    lr: float,
+    class_weight: dict[int, float],
+    patience: int,
+    reporter: _Reporter,
+    precise_bn: bool,
+) -> None:
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss="binary_crossentropy",
@@ -212,8 +246,14 @@ def _fit(model: keras.Model, train: ImageBatches, val: ImageBatches, *, epochs: 
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
     # Order matters: statistics are re-estimated before Keras validates the epoch.
     callbacks = [PreciseBatchNorm(train)] if precise_bn else []
-    model.fit(train, validation_data=val, epochs=epochs, class_weight=class_weight,
-              callbacks=[*callbacks, stop, reporter], verbose=0)
+    model.fit(
+        train,
+        validation_data=val,
+        epochs=epochs,
+        class_weight=class_weight,
+        callbacks=[*callbacks, stop, reporter],
+        verbose=0,
+    )
 
 
 def train(
@@ -231,8 +271,15 @@ def train(
     files = find_labelled(data_dir, split="train")
     train_files, val_files = stratified_split(files, config.val_fraction, config.seed)
     augment = Augment() if config.augment else None
-    train_data = ImageBatches(train_files, config.input_size, config.batch_size, shuffle=True,
-                              seed=config.seed, augment=augment, workers=config.workers)
+    train_data = ImageBatches(
+        train_files,
+        config.input_size,
+        config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        augment=augment,
+        workers=config.workers,
+    )
     val_data = ImageBatches(val_files, config.input_size, config.batch_size, workers=config.workers)
 
     if accelerator_present():
@@ -247,27 +294,52 @@ def train(
     history: list[EpochLog] = []
     steps = len(train_data)
 
-    _fit(model, train_data, val_data, epochs=config.epochs, lr=config.learning_rate,
-         class_weight=class_weight, patience=config.patience,
-         reporter=_Reporter("train", history, on_epoch, on_batch, steps), precise_bn=from_scratch)
+    _fit(
+        model,
+        train_data,
+        val_data,
+        epochs=config.epochs,
+        lr=config.learning_rate,
+        class_weight=class_weight,
+        patience=config.patience,
+        reporter=_Reporter("train", history, on_epoch, on_batch, steps),
+        precise_bn=from_scratch,
+    )
     if config.fine_tune_blocks > 0 and not from_scratch:
         unfreeze_top_blocks(model, config.fine_tune_blocks)
-        _fit(model, train_data, val_data, epochs=config.fine_tune_epochs or max(1, config.epochs // 2),
-             lr=config.fine_tune_learning_rate, class_weight=class_weight, patience=config.patience,
-             reporter=_Reporter("fine-tune", history, on_epoch, on_batch, steps), precise_bn=False)
+        _fit(
+            model,
+            train_data,
+            val_data,
+            epochs=config.fine_tune_epochs or max(1, config.epochs // 2),
+            lr=config.fine_tune_learning_rate,
+            class_weight=class_weight,
+            patience=config.patience,
+            reporter=_Reporter("fine-tune", history, on_epoch, on_batch, steps),
+            precise_bn=False,
+        )
     keras.mixed_precision.set_global_policy("float32")
 
     p_val, y_val = predict_batches(model, val_data)
     thresholds = Thresholds()
     if config.max_real_flagged is not None:
-        thresholds = choose_thresholds(p_val, y_val, max_real_flagged=config.max_real_flagged,
-                                       band=config.uncertain_band)
+        thresholds = choose_thresholds(
+            p_val, y_val, max_real_flagged=config.max_real_flagged, band=config.uncertain_band
+        )
     full = binary_metrics(p_val, y_val, thresholds)
     metrics = {k: full[k] for k in SUMMARY_METRICS if k in full}
     metrics.update(split="validation", train_size=len(train_files), val_size=len(val_files))
     skipped = len(train_data.skipped | val_data.skipped)
-    return TrainResult(model, metrics, thresholds, files.counts(), data_fingerprint(data_dir, files),
-                       config, history, skipped)
+    return TrainResult(
+        model,
+        metrics,
+        thresholds,
+        files.counts(),
+        data_fingerprint(data_dir, files),
+        config,
+        history,
+        skipped,
+    )
 
 
 def predict_batches(model: keras.Model, data: ImageBatches) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
-"""What `celery -A worker worker` runs: the Celery app with aiscan's tasks registered."""
+"""What `celery -A aiscan.worker worker` runs: the Celery app with aiscan's tasks registered."""
 
-from worker.tasks import app
+from aiscan.worker.tasks import app
 
 __all__ = ["app"]

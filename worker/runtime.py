@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import os
 
-from jobs.artifacts import classifier_factory
-from jobs.settings import Settings
-from jobs.store.db import open_database
-from jobs.store.queries import resolve_model
+from aiscan.jobs.artifacts import classifier_factory
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.queries import resolve_model
 
 log = logging.getLogger("aiscan.worker")
 

@@ -10,13 +10,13 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from jobs import pipeline
-from jobs.app import CeleryQueue, make_app
-from jobs.artifacts import classifier_factory
-from jobs.errors import TransientFetchError
-from jobs.settings import get_settings
-from jobs.store.db import open_database
-from worker import runtime
+from aiscan.jobs import pipeline
+from aiscan.jobs.app import CeleryQueue, make_app
+from aiscan.jobs.artifacts import classifier_factory
+from aiscan.jobs.errors import TransientFetchError
+from aiscan.jobs.settings import get_settings
+from aiscan.jobs.store.db import open_database
+from aiscan.worker import runtime
 
 log = logging.getLogger("aiscan.worker")
 settings = get_settings()

@@ -6,8 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobs.errors import FetchError, SourceError
-from model.formats import IMAGE_EXTENSIONS, sniff_image
+from aiscan.jobs.errors import FetchError, SourceError
+from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
 
 
 class LocalSource:

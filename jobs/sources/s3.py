@@ -26,10 +26,10 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from jobs.errors import ConfigError, FetchError, SourceError, TransientFetchError
-from jobs.settings import Settings
-from jobs.sources.urls import redact_url
-from model.formats import IMAGE_EXTENSIONS
+from aiscan.jobs.errors import ConfigError, FetchError, SourceError, TransientFetchError
+from aiscan.jobs.settings import Settings
+from aiscan.jobs.sources.urls import redact_url
+from aiscan.model.formats import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -38,18 +38,26 @@ _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _READ_CHUNK = 1024 * 1024
 # Errors that say "the service is struggling", not "this object is bad": retry the whole task later.
 _BUSY_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable",
-     "InternalError", "RequestTimeout"}
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+    }
 )
 _UNREACHABLE = (BotoConnectionError, HTTPClientError, IncompleteReadError)
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket", "NotFound", "404"})
-_FORBIDDEN_CODES = frozenset({"AccessDenied", "Forbidden", "403", "AllAccessDisabled", "InvalidAccessKeyId",
-                              "SignatureDoesNotMatch"})
+_FORBIDDEN_CODES = frozenset(
+    {"AccessDenied", "Forbidden", "403", "AllAccessDisabled", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
+)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/key`` -> (bucket, key); the key may be empty."""
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     return bucket, key
 
 
@@ -72,8 +80,14 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 def s3_client(settings: Settings) -> Any:
     """The process's S3 client for these settings, created once under a lock (sessions are not
     thread-safe, clients are)."""
-    key = (settings.s3_endpoint_url, settings.s3_region, settings.s3_profile,
-           settings.url_timeout, settings.url_retries, settings.fetch_concurrency)
+    key = (
+        settings.s3_endpoint_url,
+        settings.s3_region,
+        settings.s3_profile,
+        settings.url_timeout,
+        settings.url_retries,
+        settings.fetch_concurrency,
+    )
     client = _clients.get(key)
     if client is None:
         with _lock:
@@ -166,9 +180,11 @@ class S3Source:
     def iter_refs(self) -> Iterator[str]:
         """``s3://bucket/key`` refs in key order; keys without an image extension count as skipped."""
         paginator = s3_client(self._settings).get_paginator("list_objects_v2")
-        pages = iter(paginator.paginate(
-            Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}
-        ))
+        pages = iter(
+            paginator.paginate(
+                Bucket=self.bucket, Prefix=self.prefix, PaginationConfig={"PageSize": self.page_size}
+            )
+        )
         while True:
             with _source_errors(self.bucket, self._settings):
                 page = next(pages, None)

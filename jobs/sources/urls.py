@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from jobs.errors import FetchError, SourceError
-from jobs.settings import Settings
+from aiscan.jobs.errors import FetchError, SourceError
+from aiscan.jobs.settings import Settings
 
 # Local files with these suffixes are read as URL lists rather than scanned as (non-image) files.
 LIST_SUFFIXES = (".txt", ".csv", ".urls", ".lst")

@@ -19,8 +19,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from jobs.errors import AiscanError
-from jobs.store.models import Result
+from aiscan.jobs.errors import AiscanError
+from aiscan.jobs.store.models import Result
 
 
 class DatabaseError(AiscanError):
@@ -29,7 +29,7 @@ class DatabaseError(AiscanError):
 
 def _alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(files("migrations")))
+    cfg.set_main_option("script_location", str(files("aiscan.migrations")))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
@@ -146,12 +146,18 @@ def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    insert = {"postgresql": pg_insert, "sqlite": sqlite_insert}.get(dialect)
-    if insert is None:
+    if dialect == "postgresql":
+        pg = pg_insert(Result)
+        stmt: Any = pg.on_conflict_do_update(
+            index_elements=["job_id", "image_uri"],
+            set_={col: pg.excluded[col] for col in _RESULT_UPDATE_COLUMNS},
+        )
+    elif dialect == "sqlite":
+        lite = sqlite_insert(Result)
+        stmt = lite.on_conflict_do_update(
+            index_elements=["job_id", "image_uri"],
+            set_={col: lite.excluded[col] for col in _RESULT_UPDATE_COLUMNS},
+        )
+    else:
         raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
-    stmt = insert(Result)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["job_id", "image_uri"],
-        set_={col: stmt.excluded[col] for col in _RESULT_UPDATE_COLUMNS},
-    )
     session.execute(stmt, list(rows))

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jobs.errors import NotFound
-from jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, Result
+from aiscan.jobs.errors import NotFound
+from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, Result
 
 
 def register_model(
@@ -40,9 +40,7 @@ def resolve_model(session: Session, ref: str | None) -> DetectorModel:
     if ref is None:
         row = session.scalar(select(DetectorModel).where(DetectorModel.is_default))
         if row is None:
-            raise NotFound(
-                "no default model: run `aiscan demo` to train one, or `aiscan model import FILE`"
-            )
+            raise NotFound("no default model: run `aiscan demo` to train one, or `aiscan model import FILE`")
         return row
     name, _, version = ref.partition(":")
     query = select(DetectorModel).where(DetectorModel.name == name)
@@ -116,7 +114,11 @@ def job_counts(session: Session, job: Job) -> JobCounts:
 
 def open_images(session: Session, job_id: int) -> int:
     """Images in the job's chunks that have not committed yet."""
-    return session.scalar(
-        select(func.coalesce(func.sum(Chunk.size), 0))
-        .where(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Chunk.size), 0)).where(
+                Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE
+            )
+        )
+        or 0
     )

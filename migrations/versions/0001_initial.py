@@ -49,9 +49,7 @@ def upgrade() -> None:
     op.create_table(
         "chunks",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("refs", sa.JSON(), nullable=False),
         sa.Column("size", sa.Integer(), nullable=False),
@@ -64,9 +62,7 @@ def upgrade() -> None:
     op.create_table(
         "results",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column(
-            "job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
         sa.Column("image_uri", sa.Text(), nullable=False),
         sa.Column("sha256", sa.String(64), nullable=True),
         sa.Column("byte_size", sa.BigInteger(), nullable=True),
