@@ -1,6 +1,30 @@
-"""Typed errors of the jobs package, with messages a person can act on."""
+"""Typed errors of the jobs package, with messages a person can act on.
+
+Every error aiscan raises on purpose, and where it ends::
+
+    Exception
+    +-- AiscanError ............ CLI: one line "error: ..." on stderr, exit status 1
+    |   +-- ConfigError ........ a setting aiscan cannot use
+    |   +-- NotFound ........... a job, model or source that was asked for does not exist
+    |   +-- SourceError ........ a source argument that cannot be scanned; a job planned with it fails
+    |   +-- DatabaseError ...... (jobs.store.db) database unreachable or its schema is not at head
+    |   +-- TransientFetchError  storage down: a worker retries the task with backoff and, after the
+    |                            last retry, records the chunk's images as `unavailable` rows
+    +-- FetchError ............. one image ref: a result row with its ``error_kind``, the job goes on
+    +-- ModelError ............. (model.errors) CLI: one line, exit status 1
+    |   +-- DatasetError ....... (training.dataset) a training folder aiscan cannot use
+    +-- DecodeError ............ (model.errors) one image: a row with its class's ``error_kind``
+        +-- NotAnImage, Truncated, TooLarge, Unsupported
+
+Retried before any of these surface: HTTP fetches retry 5xx, 429, timeouts and connection failures
+(``AISCAN_URL_RETRIES``), boto3 retries S3 requests, and workers retry tasks on database outages.
+A chunk that cannot run at all becomes rows of kind `worker_lost`, `timeout` or `internal`.
+Every row kind is a member of :class:`aiscan.model.errors.ErrorKind`.
+"""
 
 from __future__ import annotations
+
+from aiscan.model.errors import ErrorKind
 
 
 class AiscanError(Exception):
@@ -22,7 +46,7 @@ class SourceError(AiscanError):
 class FetchError(Exception):
     """One image ref could not be fetched; becomes a result row with ``error_kind``."""
 
-    def __init__(self, error_kind: str, message: str) -> None:
+    def __init__(self, error_kind: ErrorKind, message: str) -> None:
         super().__init__(message)
         self.error_kind = error_kind
 

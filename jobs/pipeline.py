@@ -24,6 +24,7 @@ from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch, open_source
 from aiscan.jobs.store.db import Database, upsert_results
 from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result
+from aiscan.model.errors import ErrorKind
 
 PLAN_JOB = "aiscan.plan_job"
 CLASSIFY_CHUNK = "aiscan.classify_chunk"
@@ -166,7 +167,7 @@ def _decode(classifier: Classifier, row: dict[str, Any]) -> dict[str, Any]:
     try:
         decoded = classifier.decode(data)
     except Exception as exc:  # every failure must become a row, never a lost image
-        return row | {"error_kind": getattr(exc, "error_kind", "internal"), "error": str(exc)}
+        return row | {"error_kind": getattr(exc, "error_kind", ErrorKind.INTERNAL), "error": str(exc)}
     return row | {
         "width": decoded.width,
         "height": decoded.height,
@@ -204,7 +205,7 @@ def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int, worker: str | N
             ctx,
             job_id,
             chunk_id,
-            "worker_lost",
+            ErrorKind.WORKER_LOST,
             f"the chunk was started {attempts - 1} times and never finished",
         )
         return
@@ -227,7 +228,7 @@ def _commit_chunk(
     _finish_if_complete(ctx, job_id)
 
 
-def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: str, message: str) -> None:
+def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: ErrorKind, message: str) -> None:
     """Record every not-yet-classified image of a chunk that cannot be run as an error row."""
     with ctx.db.session() as s:
         chunk = s.get(Chunk, chunk_id)

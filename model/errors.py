@@ -1,6 +1,41 @@
-"""Typed errors of the model package; each carries an ``error_kind`` stored on result rows."""
+"""Typed errors of the model package, and ``ErrorKind``: every ``error_kind`` a result row can carry.
+
+Keras-free, so every package (jobs, worker, training) can name error kinds without loading a model.
+"""
 
 from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar
+
+
+class ErrorKind(StrEnum):
+    """Why an image has no score; stored in ``results.error_kind`` and documented in the README."""
+
+    # decoding (aiscan.model.decode)
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED = "truncated"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED = "unsupported"
+    # fetching (aiscan.jobs.sources)
+    MISSING = "missing"
+    NOT_FOUND = "not_found"
+    UNREADABLE = "unreadable"
+    IO_ERROR = "io_error"
+    BAD_URL = "bad_url"
+    HTTP_ERROR = "http_error"
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    TOO_MANY_REDIRECTS = "too_many_redirects"
+    REFUSED_ADDRESS = "refused_address"
+    BAD_CONTENT_TYPE = "bad_content_type"
+    TLS_ERROR = "tls_error"
+    FORBIDDEN = "forbidden"
+    S3_ERROR = "s3_error"
+    # whole chunks that could not run (aiscan.jobs.pipeline, aiscan.worker); TIMEOUT too
+    WORKER_LOST = "worker_lost"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
 
 
 class ModelError(Exception):
@@ -8,22 +43,22 @@ class ModelError(Exception):
 
 
 class DecodeError(Exception):
-    """An image that cannot be decoded; ``error_kind`` names the failure for result rows."""
+    """An image that cannot be decoded; each subclass names its ``error_kind`` for result rows."""
 
-    error_kind = "decode_error"
+    error_kind: ClassVar[ErrorKind]
 
 
 class NotAnImage(DecodeError):
-    error_kind = "not_an_image"
+    error_kind = ErrorKind.NOT_AN_IMAGE
 
 
 class Truncated(DecodeError):
-    error_kind = "truncated"
+    error_kind = ErrorKind.TRUNCATED
 
 
 class TooLarge(DecodeError):
-    error_kind = "too_large"
+    error_kind = ErrorKind.TOO_LARGE
 
 
 class Unsupported(DecodeError):
-    error_kind = "unsupported"
+    error_kind = ErrorKind.UNSUPPORTED

@@ -203,7 +203,7 @@ def test_body_without_content_length_is_capped(tmp_path: Path) -> None:
         with pytest.raises(FetchError) as info:
             fetch_s3("s3://bkt/stream.jpg", settings)
         assert info.value.error_kind == "too_large"
-        assert fetch_s3("s3://bkt/small.jpg", settings) == (JPEG, "def")
+        assert fetch_s3("s3://bkt/small.jpg", settings) == Fetched(JPEG, "def")
 
 
 def test_one_client_per_process(settings: Settings) -> None:

@@ -16,6 +16,7 @@ from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import open_database
+from aiscan.model.errors import ErrorKind
 from aiscan.worker import runtime
 
 log = logging.getLogger("aiscan.worker")
@@ -75,11 +76,13 @@ def classify_chunk(self: Task, job_id: int, chunk_id: int) -> None:
         if self.request.retries < MAX_RETRIES:
             raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
         message = f"gave up after {MAX_RETRIES} retries: {exc}"
-        pipeline.fail_chunk(ctx, job_id, chunk_id, "unavailable", message)
+        pipeline.fail_chunk(ctx, job_id, chunk_id, ErrorKind.UNAVAILABLE, message)
     except SoftTimeLimitExceeded:
-        pipeline.fail_chunk(ctx, job_id, chunk_id, "timeout", "the chunk ran past the task time limit")
+        pipeline.fail_chunk(
+            ctx, job_id, chunk_id, ErrorKind.TIMEOUT, "the chunk ran past the task time limit"
+        )
     except Exception as exc:
         # Anything else would leave the chunk open forever: its images become error rows that
         # `aiscan jobs retry --errors` can run again.
         log.exception("chunk %s of job %s failed", chunk_id, job_id)
-        pipeline.fail_chunk(ctx, job_id, chunk_id, "internal", f"{type(exc).__name__}: {exc}")
+        pipeline.fail_chunk(ctx, job_id, chunk_id, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}")

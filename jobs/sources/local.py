@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from aiscan.jobs.errors import FetchError, SourceError
+from aiscan.jobs.sources.capped import read_capped
+from aiscan.model.errors import ErrorKind
 from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
+
+_MIN_READ = 64 * 1024
 
 
 class LocalSource:
@@ -62,13 +67,15 @@ def read_local(path: str, max_bytes: int) -> bytes:
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
-                raise FetchError("too_large", f"file is {size} bytes, the limit is {max_bytes}")
-            return fh.read(max_bytes + 1)
+                raise FetchError(ErrorKind.TOO_LARGE, f"file is {size} bytes, the limit is {max_bytes}")
+            # one read takes a regular file whole; the cap holds for one that grows, or a device
+            chunks = iter(partial(fh.read, max(size + 1, _MIN_READ)), b"")
+            return read_capped(chunks, max_bytes, "the file")
     except FileNotFoundError:
-        raise FetchError("missing", "file no longer exists") from None
+        raise FetchError(ErrorKind.MISSING, "file no longer exists") from None
     except IsADirectoryError:
-        raise FetchError("not_an_image", "is a directory") from None
+        raise FetchError(ErrorKind.NOT_AN_IMAGE, "is a directory") from None
     except PermissionError:
-        raise FetchError("unreadable", "permission denied") from None
+        raise FetchError(ErrorKind.UNREADABLE, "permission denied") from None
     except OSError as exc:
-        raise FetchError("io_error", f"read failed: {exc.strerror or exc}") from None
+        raise FetchError(ErrorKind.IO_ERROR, f"read failed: {exc.strerror or exc}") from None

@@ -7,10 +7,8 @@ never appear in a ref, an error message or a log line.
 from __future__ import annotations
 
 import logging
-import os
 import posixpath
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,7 +26,11 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from aiscan.jobs.errors import ConfigError, FetchError, SourceError, TransientFetchError
 from aiscan.jobs.settings import Settings
-from aiscan.jobs.sources.urls import redact_url
+from aiscan.jobs.sources.base import Fetched
+from aiscan.jobs.sources.capped import read_capped
+from aiscan.jobs.sources.clients import process_client
+from aiscan.jobs.sources.urltext import redact_url
+from aiscan.model.errors import ErrorKind
 from aiscan.model.formats import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -63,24 +65,11 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 # -- the client ------------------------------------------------------------------------------------
 
-_lock = threading.Lock()
-_clients: dict[tuple[Any, ...], Any] = {}
-
-
-def _reset_after_fork() -> None:
-    # a forked worker must not share pooled sockets (or a held lock) with its parent
-    global _lock
-    _lock = threading.Lock()
-    _clients.clear()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
 
 def s3_client(settings: Settings) -> Any:
-    """The process's S3 client for these settings, created once under a lock (sessions are not
-    thread-safe, clients are)."""
+    """The process's S3 client for these settings (sessions are not thread-safe, clients are)."""
     key = (
+        "s3",
         settings.s3_endpoint_url,
         settings.s3_region,
         settings.s3_profile,
@@ -88,30 +77,27 @@ def s3_client(settings: Settings) -> Any:
         settings.url_retries,
         settings.fetch_concurrency,
     )
-    client = _clients.get(key)
-    if client is None:
-        with _lock:
-            client = _clients.get(key)
-            if client is None:
-                try:
-                    session = boto3.session.Session(profile_name=settings.s3_profile)
-                except ProfileNotFound:
-                    raise ConfigError(
-                        f"AWS profile {settings.s3_profile!r} (AISCAN_S3_PROFILE) is not configured"
-                    ) from None
-                extra = {"s3": {"addressing_style": "path"}} if settings.s3_endpoint_url else {}
-                config = Config(
-                    max_pool_connections=max(10, settings.fetch_concurrency),
-                    retries={"mode": "standard", "total_max_attempts": settings.url_retries + 1},
-                    connect_timeout=settings.url_timeout,
-                    read_timeout=settings.url_timeout,
-                    **extra,
-                )
-                client = session.client(
-                    "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
-                )
-                _clients[key] = client
-    return client
+    return process_client(key, lambda: _new_client(settings))
+
+
+def _new_client(settings: Settings) -> Any:
+    try:
+        session = boto3.session.Session(profile_name=settings.s3_profile)
+    except ProfileNotFound:
+        raise ConfigError(
+            f"AWS profile {settings.s3_profile!r} (AISCAN_S3_PROFILE) is not configured"
+        ) from None
+    extra = {"s3": {"addressing_style": "path"}} if settings.s3_endpoint_url else {}
+    config = Config(
+        max_pool_connections=max(10, settings.fetch_concurrency),
+        retries={"mode": "standard", "total_max_attempts": settings.url_retries + 1},
+        connect_timeout=settings.url_timeout,
+        read_timeout=settings.url_timeout,
+        **extra,
+    )
+    return session.client(
+        "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region, config=config
+    )
 
 
 def _where(settings: Settings) -> str:
@@ -204,33 +190,24 @@ class S3Source:
 # -- fetching --------------------------------------------------------------------------------------
 
 
-def _read_capped(body: Any, limit: int) -> bytes:
-    data = bytearray()
-    while chunk := body.read(min(_READ_CHUNK, limit + 1 - len(data))):
-        data += chunk
-        if len(data) > limit:
-            raise FetchError("too_large", f"the object exceeds the limit of {limit} bytes")
-    return bytes(data)
-
-
 def _object_error(exc: ClientError, settings: Settings) -> Exception:
     code, status = _code_status(exc)
     if _is_busy(code, status):
         return _unavailable(settings, f"{code or 'HTTP'} {status} after {settings.url_retries + 1} attempts")
     if code == "NoSuchBucket":
-        return FetchError("missing", "the S3 bucket no longer exists")
+        return FetchError(ErrorKind.MISSING, "the S3 bucket no longer exists")
     if status == 404 or code in _MISSING_CODES:
-        return FetchError("missing", "the S3 object does not exist")
+        return FetchError(ErrorKind.MISSING, "the S3 object does not exist")
     if status == 403 or code in _FORBIDDEN_CODES:
-        return FetchError("forbidden", f"access to the S3 object is denied ({code or status})")
-    return FetchError("s3_error", f"S3 error {code or 'unknown'} (HTTP {status})")
+        return FetchError(ErrorKind.FORBIDDEN, f"access to the S3 object is denied ({code or status})")
+    return FetchError(ErrorKind.S3_ERROR, f"S3 error {code or 'unknown'} (HTTP {status})")
 
 
-def fetch_s3(ref: str, settings: Settings) -> tuple[bytes, str | None]:
+def fetch_s3(ref: str, settings: Settings) -> Fetched:
     """The bytes of ``s3://bucket/key`` and its ETag (without quotes)."""
     bucket, key = parse_s3_uri(ref)
     if not bucket or not key:
-        raise FetchError("bad_url", "an S3 ref needs the form s3://bucket/key")
+        raise FetchError(ErrorKind.BAD_URL, "an S3 ref needs the form s3://bucket/key")
     client = s3_client(settings)
     limit = settings.max_image_bytes
     why = ""
@@ -241,20 +218,20 @@ def fetch_s3(ref: str, settings: Settings) -> tuple[bytes, str | None]:
         except ClientError as exc:
             raise _object_error(exc, settings) from None
         except NoCredentialsError:
-            raise FetchError("s3_error", "no S3 credentials found on this worker") from None
+            raise FetchError(ErrorKind.S3_ERROR, "no S3 credentials found on this worker") from None
         except _UNREACHABLE as exc:
             raise _unavailable(settings, type(exc).__name__) from None
         body = resp["Body"]
         try:
             size = resp.get("ContentLength")
             if size is not None and size > limit:
-                raise FetchError("too_large", f"the object is {size} bytes, the limit is {limit}")
-            data = _read_capped(body, limit)
+                raise FetchError(ErrorKind.TOO_LARGE, f"the object is {size} bytes, the limit is {limit}")
+            data = read_capped(body.iter_chunks(_READ_CHUNK), limit, "the object")
         except _UNREACHABLE as exc:
             why = f"{type(exc).__name__} while reading an object"
             continue
         finally:
             body.close()
         etag = resp.get("ETag")
-        return data, etag.strip('"') if etag else None
+        return Fetched(data, etag.strip('"') if etag else None)
     raise _unavailable(settings, why)
