@@ -19,7 +19,6 @@ class ErrorKind(StrEnum):
     UNSUPPORTED = "unsupported"
     # fetching (aiscan.jobs.sources)
     MISSING = "missing"
-    NOT_FOUND = "not_found"
     UNREADABLE = "unreadable"
     IO_ERROR = "io_error"
     BAD_URL = "bad_url"

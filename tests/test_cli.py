@@ -266,7 +266,7 @@ def test_scan_into_postgresql(
     # A server database is never migrated behind the user's back.
     proc = _aiscan(tmp_path, "model", "list", AISCAN_DATABASE_URL=postgres_url)
     assert proc.returncode == 1 and "run `aiscan db upgrade`" in proc.stderr
-    assert "database at revision 0002" in invoke("db", "upgrade")
+    assert "database at revision 0003" in invoke("db", "upgrade")
 
     save_tiny_classifier(tmp_path / "m.keras", 48, seed=2)
     invoke("model", "import", str(tmp_path / "m.keras"), "--name", "pg", "--scale", "symmetric")

@@ -258,7 +258,7 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
     by_uri = {r.image_uri: r for r in rows}
     for ref in s3_refs:
         assert by_uri[ref].etag and by_uri[ref].error_kind is None and by_uri[ref].p_real is not None
-    assert by_uri[cluster.http.url("/mixed/gone.jpg")].error_kind == "not_found"
+    assert by_uri[cluster.http.url("/mixed/gone.jpg")].error_kind == "missing"
     assert summary["counts"]["errors"] == 3  # two corrupt files, one dead URL
     assert summary["skipped_files"] == 2  # notes.txt on disk and in the bucket
     with cluster.db().session() as s:
@@ -288,7 +288,7 @@ def test_url_faults_end_as_distinct_error_rows(cluster: Cluster, tmp_path: Path)
     kinds = {r.image_uri.rsplit("/", 1)[1]: r.error_kind for r in cluster.rows(summary["job_id"])}
     assert kinds == {
         "ok.jpg": None,
-        "missing.jpg": "not_found",
+        "missing.jpg": "missing",
         "flaky.jpg": None,
         "slow.jpg": "timeout",
         "huge.jpg": "too_large",

@@ -166,9 +166,9 @@ def test_image_fetched(server: netservers.FaultyHTTPServer, settings: Settings) 
 
 
 @pytest.mark.parametrize("status", [404, 410])
-def test_not_found(server: netservers.FaultyHTTPServer, settings: Settings, status: int) -> None:
+def test_gone_is_missing(server: netservers.FaultyHTTPServer, settings: Settings, status: int) -> None:
     url = server.add("/gone.jpg", status=status)
-    assert kind_of(url, settings)[0] == ErrorKind.NOT_FOUND == "not_found"
+    assert kind_of(url, settings)[0] == ErrorKind.MISSING == "missing"
     assert server.hits["/gone.jpg"] == 1  # a 404 is not retried
 
 

@@ -159,7 +159,7 @@ def _request(target: _Target, address: str, settings: Settings) -> bytes | _Redi
         if status == 429 or status >= 500:
             raise _Retry(ErrorKind.HTTP_ERROR, f"HTTP {status}", _retry_after(resp.headers))
         if status in (404, 410):
-            raise FetchError(ErrorKind.NOT_FOUND, f"HTTP {status}")
+            raise FetchError(ErrorKind.MISSING, f"HTTP {status}")
         if not 200 <= status < 300:
             raise FetchError(ErrorKind.HTTP_ERROR, f"HTTP {status}")
         return _read_body(resp, settings, deadline)
