@@ -22,11 +22,11 @@ from aiscan.jobs.sources.urltext import INVALID_PREFIX, not_http, redact_url
 
 _SCHEME_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # Schemes written without "//"; any other "name:" is part of a local file name.
-_BARE__SCHEMES = ("urls:", INVALID_PREFIX)
+_BARE_SCHEMES = ("urls:", INVALID_PREFIX)
 
 
 @dataclass(frozen=True)
-class Scheme:
+class _Scheme:
     """What text with one scheme means as a source argument and as an image ref."""
 
     open: Callable[[str, Settings], Source]
@@ -80,30 +80,30 @@ def _unsupported(spec: str, settings: Settings) -> Source:
 
 
 def _not_fetchable(ref: str, settings: Settings) -> Fetched:
-    # URL-list entries that are not http(s) URLs: bad_url rows, never local paths or S3 objects
+    # refs with another scheme come from URL lists: bad_url rows, never local paths or S3 objects
     raise not_http(ref)
 
 
-_HTTP = Scheme(_open_url, fetch_url)
-_LOCAL = Scheme(_open_path, _fetch_path)
-_OTHER = Scheme(_unsupported, _not_fetchable)
+_HTTP = _Scheme(_open_url, fetch_url)
+_LOCAL = _Scheme(_open_path, _fetch_path)
+_OTHER = _Scheme(_unsupported, _not_fetchable)
 
-_SCHEMES: dict[str, Scheme] = {
-    "s3": Scheme(_open_s3, _fetch_s3),
+_SCHEMES: dict[str, _Scheme] = {
+    "s3": _Scheme(_open_s3, _fetch_s3),
     "http": _HTTP,
     "https": _HTTP,
-    "file": Scheme(_open_file_url, _fetch_file_url),
-    "urls": Scheme(_open_url_list, _not_fetchable),
+    "file": _Scheme(_open_file_url, _fetch_file_url),
+    "urls": _Scheme(_open_url_list, _not_fetchable),
     INVALID_PREFIX.rstrip(":"): _OTHER,
 }
 
 
-def _scheme(text: str) -> Scheme:
+def _scheme(text: str) -> _Scheme:
     """The table entry for ``text``: its scheme's, ``_OTHER`` for an unknown one, ``_LOCAL`` for none."""
     if m := _SCHEME_URL.match(text):
         return _SCHEMES.get(m.group(1).lower(), _OTHER)
     lower = text.lower()
-    for prefix in _BARE__SCHEMES:
+    for prefix in _BARE_SCHEMES:
         if lower.startswith(prefix):
             return _SCHEMES[prefix.rstrip(":")]
     return _LOCAL
