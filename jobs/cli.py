@@ -307,7 +307,7 @@ def model_import(
     file: str, name: str, channel_order: str, scale: str, real_index: int | None, sigmoid_means: str
 ) -> None:
     """Import an existing Keras model FILE (.keras or legacy .h5) with its conventions."""
-    from aiscan.model.artifact import import_keras_file
+    from aiscan.model.importer import import_keras_file
 
     _check_name(name)
     row = register_artifact(

@@ -34,8 +34,9 @@ def invoke(*args: str) -> str:
 def detector_model(aiscan_home: Path) -> str:
     """An untrained detector of the real architecture (75 px), registered as the default model."""
     from aiscan.jobs.artifacts import register_artifact
-    from aiscan.model.artifact import ArtifactMeta, save_artifact
+    from aiscan.model.artifact import save_artifact
     from aiscan.model.detector import build_detector
+    from aiscan.model.metadata import ArtifactMeta
 
     keras.utils.set_random_seed(3)
     model = build_detector(75, None)
