@@ -75,12 +75,12 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
 
 
-def fmt(value: Any) -> str:
+def _fmt(value: Any) -> str:
     """A metric for a table: floats to four places, pairs joined by a slash, None as n/a."""
     if value is None:
         return "n/a"
     if isinstance(value, tuple):
-        return " / ".join(fmt(v) for v in value)
+        return " / ".join(_fmt(v) for v in value)
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
@@ -184,8 +184,8 @@ def print_trained(
 ) -> None:
     """What `aiscan train` registered and how it did on the validation split."""
     out_console.print(
-        f"registered {ref}: validation accuracy {fmt(metrics['accuracy'])}, "
-        f"ROC AUC {fmt(metrics['roc_auc'])}, thresholds {thresholds}"
+        f"registered {ref}: validation accuracy {_fmt(metrics['accuracy'])}, "
+        f"ROC AUC {_fmt(metrics['roc_auc'])}, thresholds {thresholds}"
         + (" - now the default model" if is_default else "")
     )
     if skipped_files:
@@ -209,5 +209,5 @@ def print_evaluation(title: str, metrics: Mapping[str, Any], skipped: int) -> No
         "skipped files": skipped,
     }
     for key, value in rows.items():
-        table.add_row(key, fmt(value))
+        table.add_row(key, _fmt(value))
     out_console.print(table)
