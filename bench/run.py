@@ -426,8 +426,9 @@ def build_bench_artifact(directory: Path, input_size: int, name: str = "bench", 
     """The real detector (InceptionV3, random weights: nothing downloaded) saved as an aiscan artifact."""
     import keras
 
-    from aiscan.model.artifact import ArtifactMeta, save_artifact
+    from aiscan.model.artifact import save_artifact
     from aiscan.model.detector import build_detector
+    from aiscan.model.metadata import ArtifactMeta
 
     keras.utils.set_random_seed(seed)
     model = build_detector(input_size=input_size, base_weights=None)
@@ -539,7 +540,8 @@ def register_copy(
     from aiscan.jobs.settings import Settings
     from aiscan.jobs.store.db import open_database
     from aiscan.jobs.store.queries import set_default_model
-    from aiscan.model.artifact import META_FILE, MODEL_FILE, load_artifact
+    from aiscan.model.artifact import load_artifact
+    from aiscan.model.metadata import META_FILE, MODEL_FILE
 
     def build(directory: Path) -> Any:
         directory.mkdir(parents=True, exist_ok=True)

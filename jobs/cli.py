@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -10,18 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import Progress
-from rich.table import Table
 
+from aiscan.jobs import console
 from aiscan.jobs.artifacts import register_artifact
 from aiscan.jobs.errors import AiscanError
-from aiscan.jobs.follow import PROGRESS_COLUMNS, follow_job
+from aiscan.jobs.follow import follow_job
 from aiscan.jobs.inprocess import InProcessQueue, run_queue, run_scan
 from aiscan.jobs.reports import FORMATS, write_report
 from aiscan.jobs.settings import Settings, get_settings
 from aiscan.jobs.store import db as store_db
-from aiscan.jobs.store.models import DetectorModel, Job
 from aiscan.jobs.store.queries import (
     get_job,
     list_models,
@@ -29,11 +25,9 @@ from aiscan.jobs.store.queries import (
     set_default_model,
 )
 from aiscan.jobs.submit import cancel_job, retry_job, submit_job
-from aiscan.jobs.summary import job_summary, print_summary
+from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.model.errors import ModelError  # plain exceptions: importing them loads no Keras
-
-out_console = Console(soft_wrap=True)
-err_console = Console(stderr=True)
+from aiscan.model.metadata import META_FILE  # a file name: importing it loads no Keras
 
 if TYPE_CHECKING:
     from aiscan.training.train import EpochLog
@@ -45,8 +39,9 @@ def _database(settings: Settings) -> store_db.Database:
     return store_db.open_database(settings.database_url)
 
 
-def _emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
+def _job_summary(settings: Settings, job_id: int) -> dict[str, Any]:
+    with _database(settings).session() as s:
+        return job_summary(s, job_id)
 
 
 # ---------------------------------------------------------------- root
@@ -141,16 +136,16 @@ def scan(
         )
         if not wait:
             if as_json:
-                _emit_json({"job_id": job_id, "status": "pending"})
+                console.emit_json({"job_id": job_id, "status": "pending"})
             else:
                 click.echo(f"job {job_id} queued; follow it with `aiscan jobs show {job_id}`")
             return
-        follow_job(settings, job_id, console=err_console, show_progress=not as_json)
-    summary = job_summary(settings, job_id)
+        follow_job(settings, job_id, show_progress=not as_json)
+    summary = _job_summary(settings, job_id)
     if as_json:
-        _emit_json(summary)
+        console.emit_json(summary)
     else:
-        print_summary(summary, out_console)
+        console.print_job_summary(summary)
 
 
 # ---------------------------------------------------------------- jobs
@@ -166,33 +161,12 @@ def jobs() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def jobs_list(limit: int, as_json: bool) -> None:
     """The most recent jobs, newest first."""
-    settings = get_settings()
-    from sqlalchemy import select
-
-    with _database(settings).session() as s:
-        ids = list(s.scalars(select(Job.id).order_by(Job.id.desc()).limit(limit)))
-    summaries = [job_summary(settings, i) for i in ids]
+    with _database(get_settings()).session() as s:
+        summaries = recent_job_summaries(s, limit)
     if as_json:
-        _emit_json(summaries)
-        return
-    table = Table()
-    for col in ("job", "status", "model", "done", "total", "real", "fake", "uncertain", "errors", "created"):
-        table.add_column(col)
-    for sm in summaries:
-        c = sm["counts"]
-        table.add_row(
-            str(sm["job_id"]),
-            sm["status"],
-            str(sm["model"]),
-            str(c["done"]),
-            str(c["total"]),
-            str(c["real"]),
-            str(c["fake"]),
-            str(c["uncertain"]),
-            str(c["errors"]),
-            (sm["created_at"] or "")[:19],
-        )
-    out_console.print(table)
+        console.emit_json(summaries)
+    else:
+        console.print_jobs(summaries)
 
 
 @jobs.command("show")
@@ -200,11 +174,11 @@ def jobs_list(limit: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def jobs_show(job_id: int, as_json: bool) -> None:
     """One job's status and counts."""
-    summary = job_summary(get_settings(), job_id)
+    summary = _job_summary(get_settings(), job_id)
     if as_json:
-        _emit_json(summary)
+        console.emit_json(summary)
     else:
-        print_summary(summary, out_console)
+        console.print_job_summary(summary)
 
 
 @jobs.command("cancel")
@@ -231,7 +205,7 @@ def jobs_retry(job_id: int, errors: bool) -> None:
     queue = InProcessQueue()
     queued = retry_job(db, queue.send, job_id, errors=errors)
     run_queue(settings, queue, job_id, batch_size=settings.batch_size, show_progress=True)
-    print_summary(job_summary(settings, job_id), out_console)
+    console.print_job_summary(_job_summary(settings, job_id))
     click.echo(f"job {job_id}: {queued} images run again")
 
 
@@ -307,7 +281,7 @@ def model_import(
     file: str, name: str, channel_order: str, scale: str, real_index: int | None, sigmoid_means: str
 ) -> None:
     """Import an existing Keras model FILE (.keras or legacy .h5) with its conventions."""
-    from aiscan.model.artifact import import_keras_file
+    from aiscan.model.importer import import_keras_file
 
     _check_name(name)
     row = register_artifact(
@@ -329,40 +303,16 @@ def model_import(
     )
 
 
-def _model_dict(row: DetectorModel) -> dict[str, Any]:
-    return {
-        "name": row.name,
-        "version": row.version,
-        "ref": row.ref,
-        "default": row.is_default,
-        "sha256": row.sha256,
-        "path": row.path,
-        "created_at": row.created_at.isoformat(),
-        "meta": row.meta,
-    }
-
-
 @model.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def model_list(as_json: bool) -> None:
     """Registered models and which one is the default."""
     with _database(get_settings()).session() as s:
-        rows = [_model_dict(r) for r in list_models(s)]
+        records = [console.model_record(r) for r in list_models(s)]
     if as_json:
-        _emit_json(rows)
-        return
-    table = Table()
-    for col in ("model", "default", "input", "source", "sha256"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(
-            r["ref"],
-            "*" if r["default"] else "",
-            str(r["meta"].get("input_size")),
-            str(r["meta"].get("source", ""))[:48],
-            r["sha256"][:12],
-        )
-    out_console.print(table)
+        console.emit_json(records)
+    else:
+        console.print_models(records)
 
 
 @model.command("show")
@@ -371,24 +321,11 @@ def model_list(as_json: bool) -> None:
 def model_show(ref: str, as_json: bool) -> None:
     """Metadata of model REF (NAME or NAME:VERSION): conventions, thresholds, metrics."""
     with _database(get_settings()).session() as s:
-        data = _model_dict(resolve_model(s, ref))
+        record = console.model_record(resolve_model(s, ref))
     if as_json:
-        _emit_json(data)
-        return
-    meta = data.pop("meta")
-    for key, value in data.items():
-        out_console.print(f"[bold]{key}[/bold]: {value}")
-    for key in (
-        "input_size",
-        "channel_order",
-        "scale",
-        "output",
-        "thresholds",
-        "metrics",
-        "source",
-        "keras_version",
-    ):
-        out_console.print(f"[bold]{key}[/bold]: {json.dumps(meta.get(key), default=str)}")
+        console.emit_json(record)
+    else:
+        console.print_model(record)
 
 
 @model.command("default")
@@ -512,26 +449,25 @@ def train(
         uncertain_band=uncertain_band,
         seed=seed,
     )
-    with Progress(*PROGRESS_COLUMNS, console=err_console) as bar:
-        task = bar.add_task("training", total=None)
+    with console.progress_bar("training") as bar:
 
         def on_batch(phase: str, step: int, steps: int) -> None:
-            bar.update(task, description=phase, completed=step, total=steps)
+            bar.update(description=phase, completed=step, total=steps)
 
         def on_epoch(entry: EpochLog) -> None:
             total = epochs if entry.phase == "train" else (fine_tune_epochs or max(1, epochs // 2))
-            bar.console.print(format_epoch(entry, total))
+            bar.print(format_epoch(entry, total))
 
         result = run_training(Path(data_dir), config, on_epoch=on_epoch, on_batch=on_batch)
     meta = result.artifact_meta(name, f"aiscan train {Path(data_dir).resolve()}")
     row = register_artifact(get_settings(), name, lambda d: save_artifact(result.model, d, meta))
-    m = result.metrics
-    out_console.print(
-        f"registered {row.ref}: validation accuracy {_fmt(m['accuracy'])}, ROC AUC {_fmt(m['roc_auc'])}, "
-        f"thresholds {result.thresholds.to_dict()}" + (" - now the default model" if row.is_default else "")
+    console.print_trained(
+        row.ref,
+        result.metrics,
+        result.thresholds.to_dict(),
+        is_default=row.is_default,
+        skipped_files=result.skipped_files,
     )
-    if result.skipped_files:
-        out_console.print(f"skipped {result.skipped_files} files that could not be decoded")
 
 
 @cli.command()
@@ -560,50 +496,25 @@ def evaluate(
     from aiscan.training.evaluate import write_report as write_evaluation
 
     model_dir = Path(model_ref)
-    if not (model_dir / "model.json").is_file():
+    if not (model_dir / META_FILE).is_file():
         with _database(get_settings()).session() as s:
             model_dir = Path(resolve_model(s, model_ref).path)
-    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=as_json) as bar:
-        task = bar.add_task("evaluating", total=None)
+    with console.progress_bar("evaluating", show=not as_json) as bar:
         evaluation = run_evaluation(
             model_dir,
             Path(data_dir),
             batch_size=batch_size,
             split=split,
-            on_batch=lambda n: bar.advance(task, n),
+            on_batch=bar.advance,
         )
     if report_dir:
         index = write_evaluation(evaluation, Path(report_dir))
         if not as_json:
-            out_console.print(f"report: {index}")
+            console.out_console.print(f"report: {index}")
     if as_json:
-        _emit_json(evaluation.metrics)
-        return
-    m = evaluation.metrics
-    table = Table(title=f"{model_ref} on {data_dir}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    rows = {
-        "images": m["n"],
-        "accuracy": m["accuracy"],
-        "ROC AUC": m["roc_auc"],
-        "average precision (fake)": m["average_precision"]["fake"],
-        "F1 real / fake": (m["per_class"]["real"]["f1"], m["per_class"]["fake"]["f1"]),
-        "expected calibration error": m["ece"],
-        "real photos labelled fake": m["real_flag_rate"],
-        "skipped files": evaluation.skipped,
-    }
-    for key, value in rows.items():
-        table.add_row(key, _fmt(value))
-    out_console.print(table)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, tuple):
-        return " / ".join(_fmt(v) for v in value)
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+        console.emit_json(evaluation.metrics)
+    else:
+        console.print_evaluation(f"{model_ref} on {data_dir}", evaluation.metrics, evaluation.skipped)
 
 
 # ---------------------------------------------------------------- worker
@@ -692,5 +603,5 @@ def demo(workdir: str | None, retrain: bool, train_images: int, epochs: int) -> 
         retrain=retrain,
         train_images=train_images,
         epochs=epochs,
-        console=out_console,
+        console=console.out_console,
     )

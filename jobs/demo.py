@@ -12,13 +12,15 @@ from pathlib import Path
 from rich.console import Console
 
 from aiscan.jobs.artifacts import register_artifact
+from aiscan.jobs.console import print_job_summary
 from aiscan.jobs.errors import NotFound
 from aiscan.jobs.inprocess import run_scan
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import DetectorModel
 from aiscan.jobs.store.queries import resolve_model
-from aiscan.jobs.summary import job_summary, print_summary
+from aiscan.jobs.summary import job_summary
+from aiscan.model.metadata import MODEL_FILE
 
 DEMO_MODEL = "demo"
 DEMO_INPUT_SIZE = 75
@@ -31,7 +33,7 @@ def _existing_demo_model(settings: Settings) -> DetectorModel | None:
         except NotFound:
             return None
         s.expunge(row)
-    return row if Path(row.path, "model.keras").is_file() else None
+    return row if Path(row.path, MODEL_FILE).is_file() else None
 
 
 def _train_demo_model(
@@ -105,12 +107,11 @@ def run_demo(
         batch_size=settings.batch_size,
         show_progress=True,
     )
-    summary = job_summary(settings, job_id)
-    print_summary(summary, console)
-
     report_path = workdir / "report.csv"
-    with open_database(settings.database_url).session() as s, open(report_path, "w", newline="") as fh:
-        count = write_report(s, job_id, "csv", fh)
+    with open_database(settings.database_url).session() as s:
+        print_job_summary(job_summary(s, job_id), console)
+        with open(report_path, "w", newline="") as fh:
+            count = write_report(s, job_id, "csv", fh)
     correct, judged = _accuracy(report_path, truth)
     console.print(f"on this archive the demo model labelled {correct} of {judged} images correctly")
     console.print(f"database: {settings.database_url}")

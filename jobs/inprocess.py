@@ -5,19 +5,14 @@ from __future__ import annotations
 from collections import deque
 from typing import Any
 
-from rich.console import Console
-from rich.progress import Progress
-
 from aiscan.jobs.artifacts import classifier_factory
-from aiscan.jobs.follow import PROGRESS_COLUMNS
+from aiscan.jobs.console import progress_bar
 from aiscan.jobs.pipeline import PLAN_JOB, TASKS, TaskContext
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import DetectorModel
 from aiscan.jobs.store.queries import get_job, open_images
 from aiscan.jobs.submit import create_job
-
-err_console = Console(stderr=True)
 
 
 class InProcessQueue:
@@ -44,15 +39,14 @@ def run_queue(
     """Run everything queued for ``job_id`` here, with a bar over the images this run handles."""
     db = open_database(settings.database_url)
     ctx = TaskContext(settings, db, queue.send, classifier_factory(settings, batch_size))
-    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=not show_progress) as bar:
-        task = bar.add_task(f"job {job_id}", total=None)
-        ctx.on_progress = lambda n: bar.advance(task, n)
+    with progress_bar(f"job {job_id}", show=show_progress) as bar:
+        ctx.on_progress = bar.advance
         while queue.run_next(ctx):
             with db.session() as s:
                 planned = get_job(s, job_id).planned
                 remaining = open_images(s, job_id)
             if planned:
-                bar.update(task, total=bar.tasks[0].completed + remaining)
+                bar.update(total=bar.completed + remaining)
 
 
 def run_scan(

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from aiscan.model.artifact import Thresholds
 from aiscan.model.decode import Decoded, decode_image
 from aiscan.model.device import accelerator_present
 from aiscan.model.errors import ModelError
 from aiscan.model.runner import Runner, load_runner
+from aiscan.model.thresholds import Thresholds
 
 
 @dataclass

@@ -8,9 +8,8 @@ import keras
 from keras import ops
 
 from aiscan.model.errors import ModelError
+from aiscan.model.metadata import CHANNEL_ORDERS, SCALES
 
-SCALES = ("symmetric", "unit", "raw")
-CHANNEL_ORDERS = ("rgb", "bgr")
 PROBABILITY_MODES = ("sigmoid_real", "sigmoid_fake", "index")
 
 

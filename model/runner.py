@@ -8,7 +8,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from aiscan.model.artifact import Artifact, ArtifactMeta, load_artifact
+from aiscan.model.artifact import Artifact, load_artifact
+from aiscan.model.metadata import ArtifactMeta
 
 
 class Runner:

@@ -34,8 +34,9 @@ def invoke(*args: str) -> str:
 def detector_model(aiscan_home: Path) -> str:
     """An untrained detector of the real architecture (75 px), registered as the default model."""
     from aiscan.jobs.artifacts import register_artifact
-    from aiscan.model.artifact import ArtifactMeta, save_artifact
+    from aiscan.model.artifact import save_artifact
     from aiscan.model.detector import build_detector
+    from aiscan.model.metadata import ArtifactMeta
 
     keras.utils.set_random_seed(3)
     model = build_detector(75, None)
@@ -234,13 +235,65 @@ def test_bad_setting_is_a_one_line_error(tmp_path: Path) -> None:
     assert proc.stderr.strip() == "error: AISCAN_CHUNK_SIZE='many' is not an integer"
 
 
-def test_submitting_side_does_not_need_keras() -> None:
-    # A client machine plans and follows jobs without TensorFlow: the CLI must not import Keras.
+def _imports_keras(*modules: str) -> bool:
     code = (
-        "import sys, jobs.cli, jobs.submit, jobs.pipeline, jobs.sources;"
+        f"import sys, {', '.join(modules)};"
         "sys.exit(any(m.split('.')[0] in ('keras', 'tensorflow') for m in sys.modules))"
     )
-    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.returncode == 1
+
+
+def test_submitting_side_does_not_need_keras() -> None:
+    # A client machine plans and follows jobs without TensorFlow: the CLI, and the model metadata and
+    # thresholds it reads, must not import Keras.
+    assert not _imports_keras(
+        "aiscan.jobs.cli",
+        "aiscan.jobs.submit",
+        "aiscan.jobs.pipeline",
+        "aiscan.jobs.sources",
+        "aiscan.model.metadata",
+        "aiscan.model.thresholds",
+    )
+    assert _imports_keras("aiscan.model.artifact")
+
+
+def test_cli_and_demo_name_artifact_files_by_their_constants() -> None:
+    import inspect
+
+    from aiscan.jobs import cli as cli_module
+    from aiscan.jobs import demo
+    from aiscan.model.metadata import META_FILE, MODEL_FILE
+
+    for module in (cli_module, demo):
+        source = inspect.getsource(module)
+        assert META_FILE not in source and MODEL_FILE not in source, module.__name__
+
+
+def test_jobs_list_reads_every_summary_in_one_session(tmp_path: Path, aiscan_home: Path) -> None:
+    from sqlalchemy import event
+
+    from aiscan.jobs.store.db import open_database
+    from aiscan.jobs.submit import create_job
+
+    save_tiny_classifier(tmp_path / "m.keras", 16, seed=1)
+    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
+    (tmp_path / "empty").mkdir()
+    settings = get_settings()
+    db = open_database(settings.database_url)
+    ids = [
+        create_job(db, settings, [str(tmp_path / "empty")], model_ref="tiny", chunk_size=2) for _ in range(3)
+    ]
+    checkouts: list[object] = []
+    event.listen(db.engine, "checkout", lambda *args: checkouts.append(args))
+
+    listed = json.loads(invoke("jobs", "list", "--json"))
+    assert len(checkouts) == 1
+    assert [j["job_id"] for j in listed] == ids[::-1]
+    assert listed == [json.loads(invoke("jobs", "show", str(i), "--json")) for i in ids[::-1]]
+    table = invoke("jobs", "list")
+    assert all(f"│ {i} " in table for i in ids)
 
 
 def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from aiscan.model.artifact import Thresholds
+from aiscan.model.thresholds import Thresholds
 from aiscan.training.metrics import (
     average_precision,
     binary_metrics,
@@ -272,7 +272,7 @@ def test_evaluate_and_write_report(tmp_path: Path) -> None:
     from PIL import Image
     from tinymodels import save_tiny_classifier
 
-    from aiscan.model.artifact import import_keras_file
+    from aiscan.model.importer import import_keras_file
     from aiscan.training.dataset import DatasetError
     from aiscan.training.evaluate import evaluate, write_report
     from aiscan.training.synth import write_labelled_set
@@ -324,7 +324,7 @@ def test_evaluate_and_write_report(tmp_path: Path) -> None:
 def test_report_makes_no_pyplot_figures(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from aiscan.model.artifact import ArtifactMeta
+    from aiscan.model.metadata import ArtifactMeta
     from aiscan.training.evaluate import Evaluation, write_report
 
     p = np.array([0.1, 0.4, 0.4, 0.8, 0.95])

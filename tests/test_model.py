@@ -9,18 +9,14 @@ import keras
 import numpy as np
 import pytest
 
-from aiscan.model.artifact import (
-    ArtifactMeta,
-    Thresholds,
-    file_sha256,
-    import_keras_file,
-    load_artifact,
-    save_artifact,
-)
+from aiscan.model.artifact import load_artifact, save_artifact
 from aiscan.model.detector import MIN_INPUT_SIZE, build_detector
 from aiscan.model.errors import ModelError
+from aiscan.model.importer import import_keras_file
 from aiscan.model.layers import Preprocess, RealProbability
+from aiscan.model.metadata import ArtifactMeta, file_sha256
 from aiscan.model.runner import Runner, load_runner
+from aiscan.model.thresholds import Thresholds
 
 # Keras' TensorFlow backend converts tensors with an old-style np.array call under NumPy 2.
 

@@ -14,9 +14,10 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from aiscan.model.artifact import ArtifactMeta, load_artifact
+from aiscan.model.artifact import load_artifact
 from aiscan.model.decode import decode_image
 from aiscan.model.errors import DecodeError
+from aiscan.model.metadata import ArtifactMeta
 from aiscan.model.runner import load_runner
 from aiscan.training.dataset import DatasetError, find_labelled
 from aiscan.training.metrics import binary_metrics

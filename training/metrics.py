@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from aiscan.model.artifact import Thresholds
+from aiscan.model.thresholds import Thresholds
 
 CLASSES = ("real", "fake")
 BAND_LABELS = ("real", "uncertain", "fake")

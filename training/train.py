@@ -17,10 +17,11 @@ from typing import Any
 import keras
 import numpy as np
 
-from aiscan.model.artifact import ArtifactMeta, Thresholds
 from aiscan.model.detector import build_detector
 from aiscan.model.device import accelerator_present
 from aiscan.model.errors import ModelError
+from aiscan.model.metadata import ArtifactMeta
+from aiscan.model.thresholds import Thresholds
 from aiscan.training.augment import Augment
 from aiscan.training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
 from aiscan.training.metrics import binary_metrics, choose_thresholds

@@ -1,0 +1,213 @@
+"""What a person sees on a terminal: rich consoles, progress bars, tables, and JSON on standard output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from aiscan.jobs.store.models import DetectorModel
+
+out_console = Console(soft_wrap=True)
+# Progress bars and notes go to stderr so that standard output stays a table, a report or JSON.
+err_console = Console(stderr=True)
+
+PROGRESS_COLUMNS = (
+    TextColumn("[bold]{task.description}"),
+    BarColumn(),
+    MofNCompleteColumn(),
+    TimeRemainingColumn(),
+)
+
+# The metadata `aiscan model show` prints, in this order.
+MODEL_META_KEYS = (
+    "input_size",
+    "channel_order",
+    "scale",
+    "output",
+    "thresholds",
+    "metrics",
+    "source",
+    "keras_version",
+)
+
+
+class Bar:
+    """The one task of a live progress display: the bar a long command draws on stderr."""
+
+    def __init__(self, progress: Progress, description: str) -> None:
+        self._progress = progress
+        self._task = progress.add_task(description, total=None)
+
+    @property
+    def completed(self) -> float:
+        return self._progress.tasks[0].completed
+
+    def advance(self, n: float) -> None:
+        self._progress.advance(self._task, n)
+
+    def update(
+        self, *, completed: float | None = None, total: float | None = None, description: str | None = None
+    ) -> None:
+        """Set what is given; ``total=None`` leaves the total as it is (unknown until set)."""
+        self._progress.update(self._task, completed=completed, total=total, description=description)
+
+    def print(self, text: str) -> None:
+        """A line above the bar, which keeps drawing below it."""
+        self._progress.console.print(text)
+
+
+@contextmanager
+def progress_bar(description: str, *, show: bool = True) -> Iterator[Bar]:
+    """A progress bar on stderr for the duration of the block; with ``show`` False, nothing is drawn."""
+    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=not show) as progress:
+        yield Bar(progress, description)
+
+
+def emit_json(data: Any) -> None:
+    """One line of JSON on standard output: what `--json` prints."""
+    click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
+
+
+def _fmt(value: Any) -> str:
+    """A metric for a table: floats to four places, pairs joined by a slash, None as n/a."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, tuple):
+        return " / ".join(_fmt(v) for v in value)
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+# ---------------------------------------------------------------- jobs
+
+
+def print_job_summary(summary: Mapping[str, Any], console: Console = out_console) -> None:
+    """One job's outcome table, its errors by kind, speed and how to get its report."""
+    c = summary["counts"]
+    table = Table(title=f"job {summary['job_id']} ({summary['status']}, model {summary['model']})")
+    table.add_column("outcome")
+    table.add_column("images", justify="right")
+    for key in ("real", "fake", "uncertain", "errors"):
+        table.add_row(key, str(c[key]))
+    table.add_row("total", f"{c['done']} of {c['total']}")
+    console.print(table)
+    if summary["error_kinds"]:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary["error_kinds"].items()))
+        console.print(f"errors by kind: {kinds}")
+    if summary["skipped_files"]:
+        console.print(f"skipped {summary['skipped_files']} non-image files")
+    if summary["error"]:
+        console.print(f"[red]job error:[/red] {summary['error']}")
+    if summary["images_per_second"]:
+        console.print(f"{summary['elapsed_s']:.1f} s, {summary['images_per_second']:.1f} images/s")
+    console.print(f"job id: {summary['job_id']}  (aiscan report {summary['job_id']} -o FILE)")
+
+
+def print_jobs(summaries: list[dict[str, Any]]) -> None:
+    """`aiscan jobs list`: one row per job summary."""
+    table = Table()
+    for col in ("job", "status", "model", "done", "total", "real", "fake", "uncertain", "errors", "created"):
+        table.add_column(col)
+    for sm in summaries:
+        c = sm["counts"]
+        table.add_row(
+            str(sm["job_id"]),
+            sm["status"],
+            str(sm["model"]),
+            str(c["done"]),
+            str(c["total"]),
+            str(c["real"]),
+            str(c["fake"]),
+            str(c["uncertain"]),
+            str(c["errors"]),
+            (sm["created_at"] or "")[:19],
+        )
+    out_console.print(table)
+
+
+# ---------------------------------------------------------------- models
+
+
+def model_record(row: DetectorModel) -> dict[str, Any]:
+    """A registered model as `aiscan model list/show --json` print it."""
+    return {
+        "name": row.name,
+        "version": row.version,
+        "ref": row.ref,
+        "default": row.is_default,
+        "sha256": row.sha256,
+        "path": row.path,
+        "created_at": row.created_at.isoformat(),
+        "meta": row.meta,
+    }
+
+
+def print_models(records: list[dict[str, Any]]) -> None:
+    """`aiscan model list`: one row per model record, the default starred."""
+    table = Table()
+    for col in ("model", "default", "input", "source", "sha256"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r["ref"],
+            "*" if r["default"] else "",
+            str(r["meta"].get("input_size")),
+            str(r["meta"].get("source", ""))[:48],
+            r["sha256"][:12],
+        )
+    out_console.print(table)
+
+
+def print_model(record: Mapping[str, Any]) -> None:
+    """`aiscan model show`: the registry fields, then the metadata a user chooses a model by."""
+    for key, value in record.items():
+        if key != "meta":
+            out_console.print(f"[bold]{key}[/bold]: {value}")
+    meta = record["meta"]
+    for key in MODEL_META_KEYS:
+        out_console.print(f"[bold]{key}[/bold]: {json.dumps(meta.get(key), default=str)}")
+
+
+def print_trained(
+    ref: str,
+    metrics: Mapping[str, Any],
+    thresholds: dict[str, float],
+    *,
+    is_default: bool,
+    skipped_files: int,
+) -> None:
+    """What `aiscan train` registered and how it did on the validation split."""
+    out_console.print(
+        f"registered {ref}: validation accuracy {_fmt(metrics['accuracy'])}, "
+        f"ROC AUC {_fmt(metrics['roc_auc'])}, thresholds {thresholds}"
+        + (" - now the default model" if is_default else "")
+    )
+    if skipped_files:
+        out_console.print(f"skipped {skipped_files} files that could not be decoded")
+
+
+def print_evaluation(title: str, metrics: Mapping[str, Any], skipped: int) -> None:
+    """`aiscan evaluate`: the headline metrics of an evaluation as a two-column table."""
+    m = metrics
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = {
+        "images": m["n"],
+        "accuracy": m["accuracy"],
+        "ROC AUC": m["roc_auc"],
+        "average precision (fake)": m["average_precision"]["fake"],
+        "F1 real / fake": (m["per_class"]["real"]["f1"], m["per_class"]["fake"]["f1"]),
+        "expected calibration error": m["ece"],
+        "real photos labelled fake": m["real_flag_rate"],
+        "skipped files": skipped,
+    }
+    for key, value in rows.items():
+        table.add_row(key, _fmt(value))
+    out_console.print(table)

@@ -1,0 +1,106 @@
+"""What a model artifact directory holds and what its ``model.json`` says; no Keras needed to read it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from aiscan.model.errors import ModelError
+from aiscan.model.thresholds import Thresholds
+
+MODEL_FILE = "model.keras"
+META_FILE = "model.json"
+FORMAT = "aiscan-model/1"
+# Pixel conventions a model can have baked in (see model/layers.py's Preprocess).
+SCALES = ("symmetric", "unit", "raw")
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _keras_version() -> str:
+    """The installed Keras version, read from its distribution so that Keras is not imported."""
+    return version("keras")
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class ArtifactMeta:
+    """What a model expects and means. Inputs are always uint8 RGB (s, s, 3) and the output is
+    p_real (N,): ``channel_order`` and ``scale`` record the preprocessing baked into the model,
+    ``output`` the original file's output convention before it was wrapped."""
+
+    name: str
+    input_size: int
+    channel_order: str = "rgb"
+    scale: str = "symmetric"
+    output: dict[str, Any] = field(default_factory=lambda: {"kind": "sigmoid", "means": "real"})
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    created_at: str = field(default_factory=_utc_now)
+    keras_version: str = field(default_factory=_keras_version)
+    sha256: str = ""
+    # Keys written by newer versions (e.g. training parameters), kept so a rewrite loses nothing.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ModelError(f"unknown channel order {self.channel_order!r}")
+        if self.scale not in SCALES:
+            raise ModelError(f"unknown scale {self.scale!r}")
+        if int(self.input_size) < 1:
+            raise ModelError(f"input size must be positive, not {self.input_size}")
+        self.input_size = int(self.input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"format": FORMAT, **self.extra}
+        for f in fields(self):
+            if f.name != "extra":
+                data[f.name] = getattr(self, f.name)
+        data["thresholds"] = self.thresholds.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactMeta:
+        if not isinstance(data, dict):
+            raise ModelError("model metadata must be a JSON object")
+        missing = [k for k in ("name", "input_size") if k not in data]
+        if missing:
+            raise ModelError(f"model metadata lacks {', '.join(missing)}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known and k not in ("format", "extra")}
+        thresholds = kwargs.get("thresholds")
+        try:
+            kwargs["thresholds"] = Thresholds.from_dict(thresholds) if thresholds else Thresholds()
+            return cls(**kwargs, extra=extra)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"invalid model metadata: {exc}") from exc
+
+
+def read_meta(directory: Path) -> ArtifactMeta:
+    """The metadata of the artifact in ``directory``, from its ``model.json``."""
+    meta_path = Path(directory) / META_FILE
+    if not meta_path.is_file():
+        raise ModelError(f"no model artifact in {directory} ({META_FILE} missing)")
+    try:
+        data = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read {meta_path}: {exc}") from exc
+    return ArtifactMeta.from_dict(data)
