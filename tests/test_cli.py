@@ -102,9 +102,10 @@ def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: 
 
     from aiscan.jobs.artifacts import classifier_factory
     from aiscan.jobs.inprocess import InProcessQueue
-    from aiscan.jobs.pipeline import TaskContext, classify_chunk
+    from aiscan.jobs.pipeline import classify_chunk
     from aiscan.jobs.store.db import open_database
     from aiscan.jobs.store.models import Chunk, ChunkStatus, Result
+    from aiscan.jobs.tasks import TaskContext
 
     write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=0, seed=5)
     summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json", "--chunk-size", "3"))

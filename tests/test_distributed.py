@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 from tinymodels import save_tiny_classifier
 
 from aiscan.jobs.app import CeleryQueue, make_app
-from aiscan.jobs.pipeline import CLASSIFY_CHUNK
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, Result
 from aiscan.jobs.submit import create_job
+from aiscan.jobs.tasks import CLASSIFY_CHUNK
 from aiscan.training.synth import camera_like, generator_like, write_archive
 
 REDIS_START = (
@@ -355,7 +355,8 @@ def test_the_same_chunk_delivered_twice_leaves_no_duplicates(cluster: Cluster, t
     db = cluster.db()
     job_id = create_job(db, cluster.settings, [f"urls:{urls}"], model_ref=None, chunk_size=6)
     # Plan in this process, then hand the one chunk to both workers at once: both run it.
-    from aiscan.jobs.pipeline import TaskContext, plan_job
+    from aiscan.jobs.pipeline import plan_job
+    from aiscan.jobs.tasks import TaskContext
 
     sent: list[tuple] = []
     plan_job(TaskContext(cluster.settings, db, lambda *a: sent.append(a), lambda _row: None), job_id)

@@ -81,7 +81,7 @@ def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path)
 def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
     from aiscan.jobs.artifacts import classifier_factory
     from aiscan.jobs.inprocess import InProcessQueue, run_queue
-    from aiscan.jobs.pipeline import TaskContext
+    from aiscan.jobs.tasks import TaskContext
 
     write_archive(tmp_path / "a", 4, 4, n_corrupt=0, n_non_images=0, seed=1)
     settings = get_settings()

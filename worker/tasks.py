@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from billiard.process import current_process
 from celery import Task
@@ -16,6 +17,7 @@ from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import open_database
+from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext
 from aiscan.worker import runtime
 
 log = logging.getLogger("aiscan.worker")
@@ -28,8 +30,8 @@ TRANSIENT = (OperationalError, InterfaceError, TransientFetchError)
 MAX_RETRIES = 8
 
 
-def _context() -> pipeline.TaskContext:
-    return pipeline.TaskContext(
+def _context() -> TaskContext:
+    return TaskContext(
         settings=settings,
         db=open_database(settings.database_url),
         send=queue.send,
@@ -48,7 +50,7 @@ def _init_process(**_kwargs: object) -> None:
     runtime.warm_up(settings)
 
 
-def _run_retrying(task: Task, body: pipeline.TaskBody, *args: int) -> None:
+def _run_retrying(task: Task, body: Callable[..., None], *args: int) -> None:
     """Run a task body; a transient fault sends the task back with exponential backoff."""
     try:
         body(_context(), *args)
@@ -56,17 +58,17 @@ def _run_retrying(task: Task, body: pipeline.TaskBody, *args: int) -> None:
         raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
 
 
-@app.task(name=pipeline.PLAN_JOB, bind=True, max_retries=MAX_RETRIES)
+@app.task(name=PLAN_JOB, bind=True, max_retries=MAX_RETRIES)
 def plan_job(self: Task, job_id: int) -> None:
     _run_retrying(self, pipeline.plan_job, job_id)
 
 
-@app.task(name=pipeline.FINISH_JOB, bind=True, max_retries=MAX_RETRIES)
+@app.task(name=FINISH_JOB, bind=True, max_retries=MAX_RETRIES)
 def finish_job(self: Task, job_id: int) -> None:
     _run_retrying(self, pipeline.finish_job, job_id)
 
 
-@app.task(name=pipeline.CLASSIFY_CHUNK, bind=True, max_retries=MAX_RETRIES)
+@app.task(name=CLASSIFY_CHUNK, bind=True, max_retries=MAX_RETRIES)
 def classify_chunk(self: Task, job_id: int, chunk_id: int) -> None:
     ctx = _context()
     try:
