@@ -25,7 +25,7 @@ from aiscan.jobs.store.operations import (
 )
 from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext
 
-# A chunk whose worker died this many times is recorded as failed instead of being retried forever.
+# A chunk whose workers died this many times is recorded as failed instead of being retried forever.
 MAX_CHUNK_ATTEMPTS = 4
 
 
@@ -55,16 +55,23 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
     _finish_if_complete(ctx, job_id)
 
 
-def classify_chunk(ctx: TaskContext, job_id: int, chunk_id: int, worker: str | None = None) -> None:
-    """Fetch, decode and classify one chunk; all its rows commit in one transaction (an upsert)."""
+def classify_chunk(
+    ctx: TaskContext, job_id: int, chunk_id: int, worker: str | None = None, retries: int = 0
+) -> None:
+    """Fetch, decode and classify one chunk; all its rows commit in one transaction (an upsert).
+
+    ``retries``: how often the queue already retried this task after a transient fault.
+    """
     claim = claim_chunk(ctx.db, job_id, chunk_id, worker)
     if claim is None:
         return
     if claim.done:
         _finish_if_complete(ctx, job_id)
         return
-    if claim.attempts > MAX_CHUNK_ATTEMPTS:
-        message = f"the chunk was started {claim.attempts - 1} times and never finished"
+    # Every delivery counts an attempt; those that were neither this one nor a retry died.
+    lost = claim.attempts - 1 - retries
+    if lost >= MAX_CHUNK_ATTEMPTS:
+        message = f"the chunk was started {lost} times and never finished"
         fail_chunk(ctx, job_id, chunk_id, "worker_lost", message)
         return
     classifier = ctx.classifier_for(claim.model)
