@@ -9,13 +9,8 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from aiscan.jobs.errors import ConfigError
-from aiscan.jobs.pipeline import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB
 from aiscan.jobs.settings import Settings
-
-PLAN_QUEUE = "aiscan.plan"
-CLASSIFY_QUEUE = "aiscan.classify"
-QUEUES = (PLAN_QUEUE, CLASSIFY_QUEUE)
-ROUTES = {PLAN_JOB: PLAN_QUEUE, FINISH_JOB: PLAN_QUEUE, CLASSIFY_CHUNK: CLASSIFY_QUEUE}
+from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, ROUTES
 
 
 def make_app(settings: Settings) -> Celery:

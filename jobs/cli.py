@@ -543,7 +543,7 @@ def evaluate(
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
     """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
-    from aiscan.jobs.app import QUEUES
+    from aiscan.jobs.tasks import QUEUES
 
     settings = get_settings()
     if not settings.broker_url:

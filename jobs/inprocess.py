@@ -7,12 +7,13 @@ from typing import Any
 
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.console import progress_bar
-from aiscan.jobs.pipeline import PLAN_JOB, TASKS, TaskContext
+from aiscan.jobs.pipeline import TASKS
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import DetectorModel
 from aiscan.jobs.store.queries import get_job, open_images
 from aiscan.jobs.submit import create_job
+from aiscan.jobs.tasks import PLAN_JOB, TaskContext
 
 
 class InProcessQueue:

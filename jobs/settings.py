@@ -76,6 +76,8 @@ class Settings:
     s3_profile: str | None = None
     visibility_timeout: int = 3600
     task_soft_time_limit: int = 1800
+    task_max_retries: int = 8
+    task_retry_backoff_max: int = 120
     worker_gpus: int = 0
 
     @property
@@ -112,6 +114,8 @@ class Settings:
             s3_profile=env.get(PREFIX + "S3_PROFILE") or None,
             visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", 3600, 1),
             task_soft_time_limit=_number(env, "TASK_SOFT_TIME_LIMIT", 1800, 1),
+            task_max_retries=_number(env, "TASK_MAX_RETRIES", 8, 0),
+            task_retry_backoff_max=_number(env, "TASK_RETRY_BACKOFF_MAX", 120, 1),
             worker_gpus=_number(env, "WORKER_GPUS", 0, 0),
         )
 

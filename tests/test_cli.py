@@ -103,9 +103,10 @@ def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: 
 
     from aiscan.jobs.artifacts import classifier_factory
     from aiscan.jobs.inprocess import InProcessQueue
-    from aiscan.jobs.pipeline import TaskContext, classify_chunk
+    from aiscan.jobs.pipeline import classify_chunk
     from aiscan.jobs.store.db import open_database
     from aiscan.jobs.store.models import Chunk, ChunkStatus, Result
+    from aiscan.jobs.tasks import TaskContext
 
     write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=0, seed=5)
     summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json", "--chunk-size", "3"))
@@ -252,6 +253,8 @@ def test_submitting_side_does_not_need_keras() -> None:
         "aiscan.jobs.cli",
         "aiscan.jobs.submit",
         "aiscan.jobs.pipeline",
+        "aiscan.jobs.scoring",
+        "aiscan.jobs.tasks",
         "aiscan.jobs.sources",
         "aiscan.model.metadata",
         "aiscan.model.thresholds",

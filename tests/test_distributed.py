@@ -21,11 +21,11 @@ from sqlalchemy import func, select
 from tinymodels import save_tiny_classifier
 
 from aiscan.jobs.app import CeleryQueue, make_app
-from aiscan.jobs.pipeline import CLASSIFY_CHUNK
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, Result
 from aiscan.jobs.submit import create_job
+from aiscan.jobs.tasks import CLASSIFY_CHUNK
 from aiscan.training.synth import camera_like, generator_like, write_archive
 
 REDIS_START = (
@@ -164,6 +164,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
     with netservers.moto_s3() as s3_endpoint, netservers.FaultyHTTPServer() as http:
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            # Workers and CLI runs import the same aiscan as this process (a checkout's link farm too).
+            **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},
             "HOME": str(tmp),
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "AISCAN_HOME": str(tmp / "home"),
@@ -355,7 +357,8 @@ def test_the_same_chunk_delivered_twice_leaves_no_duplicates(cluster: Cluster, t
     db = cluster.db()
     job_id = create_job(db, cluster.settings, [f"urls:{urls}"], model_ref=None, chunk_size=6)
     # Plan in this process, then hand the one chunk to both workers at once: both run it.
-    from aiscan.jobs.pipeline import TaskContext, plan_job
+    from aiscan.jobs.pipeline import plan_job
+    from aiscan.jobs.tasks import TaskContext
 
     sent: list[tuple] = []
     plan_job(TaskContext(cluster.settings, db, lambda *a: sent.append(a), lambda _row: None), job_id)
@@ -413,3 +416,63 @@ def test_a_worker_killed_mid_chunk_loses_nothing(cluster: Cluster, tmp_path: Pat
         assert chunk.status == ChunkStatus.DONE and chunk.attempts >= 2
         assert not chunk.worker.startswith("w1@")
     cluster.start_worker("w1")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tasks_that_run_out_of_retries_end_their_chunk_or_job(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aiscan.jobs.pipeline import plan_job
+    from aiscan.jobs.tasks import TaskContext
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, cluster.env[key])  # this process lists the bucket too
+    rng = np.random.default_rng(11)
+    _s3_put(cluster, "far", {f"img{i}.jpg": _jpeg(rng) for i in range(3)})
+    # A broker database of its own (the cluster's is not empty), so only the cut-off worker sees these tasks.
+    own_db = _redis_db()
+    broker = f"redis://127.0.0.1:6379/{own_db}"
+    assert broker != cluster.env["AISCAN_BROKER_URL"]
+    cut_off = {
+        "AISCAN_BROKER_URL": broker,
+        "AISCAN_S3_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}",
+        "AISCAN_URL_RETRIES": "0",
+        # More retries than a chunk's death limit (4): retries must not count as deaths.
+        "AISCAN_TASK_MAX_RETRIES": "5",
+        "AISCAN_TASK_RETRY_BACKOFF_MAX": "1",
+    }
+    cluster.start_worker("cutoff", env=cut_off)
+    try:
+        # Planned here, where S3 answers; classified by the worker, which cannot reach it.
+        db = cluster.db()
+        job_id = create_job(db, cluster.settings, ["s3://far/"], model_ref=None, chunk_size=4)
+        sent: list[tuple] = []
+        plan_job(TaskContext(cluster.settings, db, lambda *a: sent.append(a), lambda _row: None), job_id)
+        queue = CeleryQueue(make_app(Settings.from_env({**cluster.env, **cut_off})))
+        for task in sent:
+            queue.send(*task)
+        job = cluster.wait_job(job_id, timeout=60)
+        assert job.status == "done"
+        rows = cluster.rows(job_id)
+        assert len(rows) == 3
+        assert {r.error_kind for r in rows} == {"unavailable"}
+        assert all(r.error.startswith("gave up after 5 retries: the S3 endpoint") for r in rows)
+
+        # Submitted where S3 answers, planned by the worker: planning gives up and fails the job.
+        out = cluster.aiscan_ok("scan", "s3://far/", "--json", env={"AISCAN_BROKER_URL": broker})
+        job = cluster.wait_job(json.loads(out)["job_id"], timeout=60)
+        assert job.status == "failed" and job.finished_at is not None
+        assert job.error.startswith("aiscan.plan_job failed: gave up after 5 retries: the S3 endpoint")
+        assert "is unavailable" in job.error
+    finally:
+        cluster.kill_worker("cutoff", signal.SIGTERM)
+        import redis
+
+        redis.Redis(host="127.0.0.1", port=6379, db=own_db).flushdb()

@@ -81,7 +81,7 @@ def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path)
 def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
     from aiscan.jobs.artifacts import classifier_factory
     from aiscan.jobs.inprocess import InProcessQueue, run_queue
-    from aiscan.jobs.pipeline import TaskContext
+    from aiscan.jobs.tasks import TaskContext
 
     write_archive(tmp_path / "a", 4, 4, n_corrupt=0, n_non_images=0, seed=1)
     settings = get_settings()
@@ -133,3 +133,32 @@ def test_skip_known_reuses_results_of_the_same_content(
         if row.sha256 in old and old[row.sha256].p_real is not None:
             assert row.p_real == old[row.sha256].p_real and row.label == old[row.sha256].label
     assert second["counts"]["errors"] == 1  # a corrupt file is decoded again, and fails again
+
+
+def test_deliveries_that_died_fail_a_chunk_but_retries_do_not(home: Path, tmp_path: Path) -> None:
+    from aiscan.jobs.artifacts import classifier_factory
+    from aiscan.jobs.pipeline import classify_chunk, plan_job
+    from aiscan.jobs.store.operations import claim_chunk
+    from aiscan.jobs.tasks import CLASSIFY_CHUNK, TaskContext
+
+    write_archive(tmp_path / "a", 2, 2, n_corrupt=0, n_non_images=0, seed=3)
+    settings = get_settings()
+    db = open_database(settings.database_url)
+    sent: list[tuple] = []
+    ctx = TaskContext(settings, db, lambda *a: sent.append(a), classifier_factory(settings, 4))
+    chunks = {}
+    for name in ("died", "retried"):
+        job_id = create_job(db, settings, [str(tmp_path / "a")], model_ref=None, chunk_size=4)
+        plan_job(ctx, job_id)
+        [(_, _, chunk_id)] = [task for task in sent if task[0] == CLASSIFY_CHUNK and task[1] == job_id]
+        for _ in range(4):  # four earlier deliveries that never committed
+            claim_chunk(db, job_id, chunk_id, "gone@host")
+        chunks[name] = (job_id, chunk_id)
+
+    classify_chunk(ctx, *chunks["died"], retries=0)
+    classify_chunk(ctx, *chunks["retried"], retries=4)  # the four were retries after transient faults
+    died = _rows(chunks["died"][0]).values()
+    assert len(died) == 4 and {r.error_kind for r in died} == {"worker_lost"}
+    assert {r.error for r in died} == {"the chunk was started 4 times and never finished"}
+    retried = _rows(chunks["retried"][0]).values()
+    assert len(retried) == 4 and all(r.error_kind is None and r.p_real is not None for r in retried)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from aiscan.jobs.errors import NotFound
 from aiscan.jobs.store import db as store_db
-from aiscan.jobs.store.models import Base, Job, Result
+from aiscan.jobs.store.models import Base, Job, Result, ResultRow
+from aiscan.jobs.store.operations import upsert_results
 from aiscan.jobs.store.queries import register_model, resolve_model, set_default_model
 
 
@@ -55,38 +57,25 @@ def _job(db: store_db.Database) -> tuple[int, int]:
         return job.id, model.id
 
 
-def _row(job_id: int, model_id: int, uri: str, p: float) -> dict:
-    return {
-        "job_id": job_id,
-        "image_uri": uri,
-        "sha256": "a" * 64,
-        "byte_size": 10,
-        "width": 4,
-        "height": 3,
-        "format": "PNG",
-        "p_real": p,
-        "label": "real" if p > 0.6 else "fake",
-        "error_kind": None,
-        "error": None,
-        "model_id": model_id,
-        "classified_at": datetime.now(UTC),
-    }
+def _row(uri: str, p: float) -> ResultRow:
+    label = "real" if p > 0.6 else "fake"
+    return ResultRow(uri, "a" * 64, 10, 4, 3, "PNG", p_real=p, label=label)
 
 
 def test_upsert_keeps_one_row_per_job_and_uri(url: str) -> None:
     db = store_db.Database(url, auto_upgrade=True)
     job_id, model_id = _job(db)
-    rows = [_row(job_id, model_id, f"/img/{i}.png", 0.1) for i in range(5)]
+    now = datetime.now(UTC)
     with db.session() as s:
-        store_db.upsert_results(s, rows)
+        upsert_results(s, job_id, model_id, [_row(f"/img/{i}.png", 0.1) for i in range(5)], classified_at=now)
     # The same chunk delivered again, with a changed score: replaced, not duplicated.
     with db.session() as s:
-        store_db.upsert_results(s, [_row(job_id, model_id, f"/img/{i}.png", 0.9) for i in range(5)])
+        upsert_results(s, job_id, model_id, [_row(f"/img/{i}.png", 0.9) for i in range(5)], classified_at=now)
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Result)) == 5
         assert {r.p_real for r in s.scalars(select(Result))} == {0.9}
     with pytest.raises(IntegrityError), db.session() as s:
-        s.add(Result(**_row(job_id, model_id, "/img/0.png", 0.5)))
+        s.add(Result(job_id=job_id, model_id=model_id, **asdict(_row("/img/0.png", 0.5))))
         s.flush()
     db.dispose()
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +14,15 @@ import jinja2
 import numpy as np
 
 from aiscan.model.artifact import load_artifact
-from aiscan.model.decode import decode_image
+from aiscan.model.batching import read_ahead, read_window, score_batches
+from aiscan.model.classifier import ImageClassifier, load_classifier
 from aiscan.model.errors import DecodeError
 from aiscan.model.metadata import ArtifactMeta
-from aiscan.model.runner import load_runner
 from aiscan.training.dataset import DatasetError, find_labelled
 from aiscan.training.metrics import binary_metrics
 
-MAX_DECODE_THREADS = 8
+# Threads reading files ahead of decoding; the jobs' AISCAN_FETCH_CONCURRENCY default.
+READ_THREADS = 8
 PLOTS = {"roc": "roc.png", "histogram": "histogram.png", "reliability": "reliability.png"}
 
 
@@ -41,29 +41,22 @@ class Evaluation:
     skipped_paths: list[Path] = field(default_factory=list)
 
 
-def _decode_file(path: Path, size: int) -> np.ndarray | None:
-    """Pixels of one file, or None when it cannot be read or decoded."""
+def _read(path: Path) -> bytes | None:
     try:
-        return decode_image(path.read_bytes(), size).pixels
-    except (DecodeError, OSError):
+        return path.read_bytes()
+    except OSError:
         return None
 
 
-def _decoded_batches(
-    paths: Sequence[Path], size: int, batch_size: int, pool: ThreadPoolExecutor
-) -> Iterator[tuple[int, list[np.ndarray | None]]]:
-    """(start index, pixels or None) per batch; the next batch decodes while the caller scores this one."""
-    pending: deque[tuple[int, list[Future[np.ndarray | None]]]] = deque()
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
-        pending.append((start, [pool.submit(_decode_file, p, size) for p in batch]))
-        # Two batches in flight at most, so memory stays bounded on large test sets.
-        if len(pending) > 1:
-            first, futures = pending.popleft()
-            yield first, [f.result() for f in futures]
-    while pending:
-        first, futures = pending.popleft()
-        yield first, [f.result() for f in futures]
+def _pixels(classifier: ImageClassifier, item: tuple[int, bytes | None]) -> np.ndarray | None:
+    """Pixels of one read file, or None when it could not be read or decoded."""
+    _index, data = item
+    if data is None:
+        return None
+    try:
+        return classifier.decode(data).pixels
+    except DecodeError:
+        return None
 
 
 def evaluate(
@@ -76,31 +69,33 @@ def evaluate(
 ) -> Evaluation:
     """Score ``data_dir``'s labelled files (its ``split`` folder when present) with the artifact.
 
-    Files that cannot be decoded are skipped and counted. ``on_batch(n)`` is called after each batch
-    with the number of files it handled (scored or skipped); the calls sum to the number of files.
+    Files that cannot be decoded are skipped and counted. ``on_batch(n)`` is called as files are handled
+    (a scored batch, or one skipped file) with their number; the calls sum to the number of files.
     """
     model_dir, data_dir = Path(model_dir), Path(data_dir)
-    runner = load_runner(model_dir, batch_size)
-    meta = runner.meta or load_artifact(model_dir).meta
+    # The chunk pipeline's scheduling: decoding takes turns with a CPU model and runs ahead of a GPU.
+    classifier = load_classifier(model_dir, batch_size=batch_size)
+    meta = classifier.runner.meta or load_artifact(model_dir).meta
     files = find_labelled(data_dir, split=split)
 
-    scores: list[np.ndarray] = []
-    kept: list[int] = []
-    skipped: list[Path] = []
-    workers = max(1, min(MAX_DECODE_THREADS, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aiscan-evaluate") as pool:
-        for start, decoded in _decoded_batches(files.paths, runner.input_size, batch_size, pool):
-            ok = [i for i, px in enumerate(decoded) if px is not None]
-            skipped += [files.paths[start + i] for i, px in enumerate(decoded) if px is None]
-            if ok:
-                scores.append(runner.predict(np.stack([px for px in decoded if px is not None])))
-                kept += [start + i for i in ok]
-            if on_batch is not None:
-                on_batch(len(decoded))
-    if not kept:
+    def read(index: int) -> tuple[int, bytes | None]:
+        return index, _read(files.paths[index])
+
+    scores: dict[int, float] = {}
+    skipped: list[int] = []
+    read_files = read_ahead(read, range(len(files)), workers=READ_THREADS, window=read_window(classifier))
+    for (index, _data), score in score_batches(
+        read_files, partial(_pixels, classifier), classifier, on_progress=on_batch or (lambda _n: None)
+    ):
+        if score is None:
+            skipped.append(index)
+        else:
+            scores[index] = score
+    if not scores:
         raise DatasetError(f"none of the {len(files)} labelled files under {data_dir} could be decoded")
 
-    p_real = np.concatenate(scores).astype(np.float64)
+    kept = sorted(scores)
+    p_real = np.array([scores[i] for i in kept], dtype=np.float64)
     labels = files.labels[kept]
     return Evaluation(
         metrics=binary_metrics(p_real, labels, meta.thresholds),
@@ -111,7 +106,7 @@ def evaluate(
         meta=meta,
         model_dir=model_dir,
         data_dir=data_dir,
-        skipped_paths=skipped,
+        skipped_paths=[files.paths[i] for i in sorted(skipped)],
     )
 
 

@@ -1,8 +1,10 @@
-"""The Celery tasks: thin wrappers that run the bodies in jobs.pipeline with a worker's context."""
+"""The Celery tasks: the bodies in jobs.pipeline with a worker's context, Celery's retries for transient
+faults, and an end for tasks that fail for good (a chunk's images become error rows, a job is failed).
+"""
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from billiard.process import current_process
 from celery import Task
@@ -16,21 +18,30 @@ from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import JobStatus
+from aiscan.jobs.store.operations import mark_job
+from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext
 from aiscan.model.errors import ErrorKind
 from aiscan.worker import runtime
 
-log = logging.getLogger("aiscan.worker")
 settings = get_settings()
 app = make_app(settings)
 queue = CeleryQueue(app)
 
 # Faults that pass: a database or object store that is briefly unreachable.
 TRANSIENT = (OperationalError, InterfaceError, TransientFetchError)
-MAX_RETRIES = 8
+RETRIES: dict[str, Any] = {
+    "autoretry_for": TRANSIENT,
+    "retry_backoff": True,
+    "retry_backoff_max": settings.task_retry_backoff_max,
+    # Full jitter: workers that lost the database together do not all come back at the same second.
+    "retry_jitter": True,
+    "max_retries": settings.task_max_retries,
+}
 
 
-def _context() -> pipeline.TaskContext:
-    return pipeline.TaskContext(
+def _context() -> TaskContext:
+    return TaskContext(
         settings=settings,
         db=open_database(settings.database_url),
         send=queue.send,
@@ -38,8 +49,30 @@ def _context() -> pipeline.TaskContext:
     )
 
 
-def _backoff(retries: int) -> int:
-    return min(2 ** (retries + 1), 120)
+def _failure(task: Task, exc: BaseException) -> tuple[ErrorKind, str]:
+    """The error kind and message of a task that failed for good."""
+    if isinstance(exc, TRANSIENT):
+        return ErrorKind.UNAVAILABLE, f"gave up after {task.max_retries} retries: {exc}"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return ErrorKind.TIMEOUT, "the task ran past its time limit (AISCAN_TASK_SOFT_TIME_LIMIT)"
+    return ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
+class JobTask(Task):
+    """plan_job and finish_job: one that fails for good marks its job failed, with the reason."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        _kind, message = _failure(self, exc)
+        mark_job(_context().db, args[0], JobStatus.FAILED, error=f"{self.name} failed: {message}")
+
+
+class ChunkTask(Task):
+    """classify_chunk: one that fails for good turns its chunk's images into error rows, so the job
+    ends and `aiscan jobs retry --errors` can run them again."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        job_id, chunk_id = args
+        pipeline.fail_chunk(_context(), job_id, chunk_id, *_failure(self, exc))
 
 
 @worker_process_init.connect
@@ -49,40 +82,17 @@ def _init_process(**_kwargs: object) -> None:
     runtime.warm_up(settings)
 
 
-def _run_retrying(task: Task, body: pipeline.TaskBody, *args: int) -> None:
-    """Run a task body; a transient fault sends the task back with exponential backoff."""
-    try:
-        body(_context(), *args)
-    except TRANSIENT as exc:
-        raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
+@app.task(name=PLAN_JOB, base=JobTask, **RETRIES)
+def plan_job(job_id: int) -> None:
+    pipeline.plan_job(_context(), job_id)
 
 
-@app.task(name=pipeline.PLAN_JOB, bind=True, max_retries=MAX_RETRIES)
-def plan_job(self: Task, job_id: int) -> None:
-    _run_retrying(self, pipeline.plan_job, job_id)
+@app.task(name=FINISH_JOB, base=JobTask, **RETRIES)
+def finish_job(job_id: int) -> None:
+    pipeline.finish_job(_context(), job_id)
 
 
-@app.task(name=pipeline.FINISH_JOB, bind=True, max_retries=MAX_RETRIES)
-def finish_job(self: Task, job_id: int) -> None:
-    _run_retrying(self, pipeline.finish_job, job_id)
-
-
-@app.task(name=pipeline.CLASSIFY_CHUNK, bind=True, max_retries=MAX_RETRIES)
+@app.task(name=CLASSIFY_CHUNK, base=ChunkTask, bind=True, **RETRIES)
 def classify_chunk(self: Task, job_id: int, chunk_id: int) -> None:
-    ctx = _context()
-    try:
-        pipeline.classify_chunk(ctx, job_id, chunk_id, worker=self.request.hostname)
-    except TRANSIENT as exc:
-        if self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-        message = f"gave up after {MAX_RETRIES} retries: {exc}"
-        pipeline.fail_chunk(ctx, job_id, chunk_id, ErrorKind.UNAVAILABLE, message)
-    except SoftTimeLimitExceeded:
-        pipeline.fail_chunk(
-            ctx, job_id, chunk_id, ErrorKind.TIMEOUT, "the chunk ran past the task time limit"
-        )
-    except Exception as exc:
-        # Anything else would leave the chunk open forever: its images become error rows that
-        # `aiscan jobs retry --errors` can run again.
-        log.exception("chunk %s of job %s failed", chunk_id, job_id)
-        pipeline.fail_chunk(ctx, job_id, chunk_id, ErrorKind.INTERNAL, f"{type(exc).__name__}: {exc}")
+    request = self.request
+    pipeline.classify_chunk(_context(), job_id, chunk_id, worker=request.hostname, retries=request.retries)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib.resources import files
@@ -14,13 +14,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aiscan.jobs.errors import AiscanError
-from aiscan.jobs.store.models import Result
 
 
 class DatabaseError(AiscanError):
@@ -123,41 +120,3 @@ def open_database(url: str, *, auto_upgrade: bool | None = None) -> Database:
     if auto_upgrade is None:
         auto_upgrade = make_url(url).get_backend_name() == "sqlite"
     return Database(url, auto_upgrade=auto_upgrade)
-
-
-_RESULT_UPDATE_COLUMNS = (
-    "sha256",
-    "byte_size",
-    "width",
-    "height",
-    "format",
-    "p_real",
-    "label",
-    "error_kind",
-    "error",
-    "etag",
-    "model_id",
-    "classified_at",
-)
-
-
-def upsert_results(session: Session, rows: Sequence[dict[str, Any]]) -> None:
-    """Insert result rows, replacing any row with the same (job_id, image_uri): redelivery is harmless."""
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        pg = pg_insert(Result)
-        stmt: Any = pg.on_conflict_do_update(
-            index_elements=["job_id", "image_uri"],
-            set_={col: pg.excluded[col] for col in _RESULT_UPDATE_COLUMNS},
-        )
-    elif dialect == "sqlite":
-        lite = sqlite_insert(Result)
-        stmt = lite.on_conflict_do_update(
-            index_elements=["job_id", "image_uri"],
-            set_={col: lite.excluded[col] for col in _RESULT_UPDATE_COLUMNS},
-        )
-    else:
-        raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
-    session.execute(stmt, list(rows))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum, nonmember
 from typing import Any
 
 from sqlalchemy import (
@@ -29,7 +31,7 @@ class Base(DeclarativeBase):
     pass
 
 
-class JobStatus:
+class JobStatus(StrEnum):
     PENDING = "pending"
     PLANNING = "planning"
     RUNNING = "running"
@@ -37,10 +39,11 @@ class JobStatus:
     FAILED = "failed"
     CANCELLED = "cancelled"
 
-    FINISHED = frozenset({DONE, FAILED, CANCELLED})
+    # A finished job takes no more work; retry_job is the only way back.
+    FINISHED = nonmember(frozenset({DONE, FAILED, CANCELLED}))
 
 
-class ChunkStatus:
+class ChunkStatus(StrEnum):
     PENDING = "pending"
     DONE = "done"
 
@@ -131,3 +134,20 @@ class Result(Base):
     etag: Mapped[str | None] = mapped_column(String(200))
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+@dataclass(slots=True)
+class ResultRow:
+    """What a chunk learnt about one image, before it is written as a :class:`Result` of a job."""
+
+    image_uri: str
+    sha256: str | None = None
+    byte_size: int | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    p_real: float | None = None
+    label: str | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    etag: str | None = None

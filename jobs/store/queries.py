@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, and_, func, select, update
 from sqlalchemy.orm import Session
 
 from aiscan.jobs.errors import NotFound
@@ -112,13 +112,15 @@ def job_counts(session: Session, job: Job) -> JobCounts:
     return counts
 
 
+def open_chunks(job_id: int) -> ColumnElement[bool]:
+    """The condition on a job's chunks that have not committed yet."""
+    return and_(Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE)
+
+
+def count_open_chunks(session: Session, job_id: int) -> int:
+    return session.scalar(select(func.count()).where(open_chunks(job_id))) or 0
+
+
 def open_images(session: Session, job_id: int) -> int:
     """Images in the job's chunks that have not committed yet."""
-    return int(
-        session.scalar(
-            select(func.coalesce(func.sum(Chunk.size), 0)).where(
-                Chunk.job_id == job_id, Chunk.status != ChunkStatus.DONE
-            )
-        )
-        or 0
-    )
+    return int(session.scalar(select(func.coalesce(func.sum(Chunk.size), 0)).where(open_chunks(job_id))) or 0)

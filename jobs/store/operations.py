@@ -1,0 +1,274 @@
+"""The state transitions of jobs and chunks, each a named operation in one transaction.
+
+Task bodies and job control call these instead of writing SQL; every one is safe to repeat, because
+tasks are delivered at least once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from aiscan.jobs.store.db import Database, DatabaseError
+from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result, ResultRow
+from aiscan.jobs.store.queries import count_open_chunks, get_job, open_chunks
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- jobs --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What planning a job needs from its row."""
+
+    sources: list[str]
+    chunk_size: int
+
+
+def start_planning(db: Database, job_id: int) -> Plan | None:
+    """Mark a job ``planning``; None when it is gone, finished or already planned."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status in JobStatus.FINISHED or job.planned:
+            return None
+        job.status = JobStatus.PLANNING
+        job.started_at = job.started_at or _now()
+        return Plan(list(job.sources), job.chunk_size)
+
+
+def add_chunk(db: Database, job_id: int, seq: int, refs: list[str], *, refs_so_far: int) -> int | None:
+    """Chunk ``seq`` of a job being planned, created unless an earlier delivery made it; its id.
+
+    None when the job has finished (a user cancelled it) and should take no more chunks.
+    """
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status in JobStatus.FINISHED:
+            return None
+        # Totals grow while planning so `aiscan jobs show` has something to say.
+        job.total = max(job.total, refs_so_far)
+        # A redelivered plan re-walks the same deterministic order and keeps its chunks.
+        chunk_id = s.scalar(select(Chunk.id).where(Chunk.job_id == job_id, Chunk.seq == seq))
+        if chunk_id is None:
+            chunk = Chunk(job_id=job_id, seq=seq, refs=refs, size=len(refs))
+            s.add(chunk)
+            s.flush()
+            chunk_id = chunk.id
+        return chunk_id
+
+
+def end_planning(db: Database, job_id: int, *, total: int, skipped: int) -> None:
+    """Record a planned job's counts and mark it ``running``, unless it finished meanwhile."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return
+        job.total, job.skipped, job.planned = total, skipped, True
+        if job.status == JobStatus.PLANNING:
+            job.status = JobStatus.RUNNING
+
+
+def mark_job(db: Database, job_id: int, status: JobStatus, *, error: str | None = None) -> None:
+    """Move an unfinished job to ``status``, with the reason when it failed; a finished job stays so."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status in JobStatus.FINISHED:
+            return
+        job.status = status
+        if error is not None:
+            job.error = error
+        if status in JobStatus.FINISHED:
+            job.finished_at = _now()
+
+
+def ready_to_finish(db: Database, job_id: int) -> bool:
+    """True when a job is planned, not finished, and every one of its chunks has committed."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None or not job.planned or job.status in JobStatus.FINISHED:
+            return False
+        return count_open_chunks(s, job_id) == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reopened:
+    """What a retried job needs sent again: its planning, and chunks to classify."""
+
+    plan: bool
+    chunk_ids: list[int]
+    images: int
+
+
+def reopen_job(db: Database, job_id: int, *, errors: bool) -> Reopened:
+    """Reopen a job's unfinished work, and with ``errors`` its failed images as new chunks."""
+    with db.session() as s:
+        job = get_job(s, job_id)
+        plan = not job.planned
+        if plan:
+            job.status, job.finished_at, job.error = JobStatus.PENDING, None, None
+        open_ = [tuple(row) for row in s.execute(select(Chunk.id, Chunk.size).where(open_chunks(job_id)))]
+        # A retry is a user's decision: chunks that exhausted their attempts get a fresh count.
+        s.execute(update(Chunk).where(open_chunks(job_id)).values(attempts=0))
+        new_chunks: list[Chunk] = []
+        if errors:
+            failed = list(
+                s.scalars(
+                    select(Result.image_uri)
+                    .where(Result.job_id == job_id, Result.error_kind.is_not(None))
+                    .order_by(Result.image_uri)
+                )
+            )
+            next_seq = (s.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job_id)) or -1) + 1
+            for i in range(0, len(failed), job.chunk_size):
+                refs = failed[i : i + job.chunk_size]
+                new_chunks.append(Chunk(job_id=job_id, seq=next_seq, refs=refs, size=len(refs)))
+                next_seq += 1
+            s.add_all(new_chunks)
+            s.flush()
+        images = sum(size for _id, size in open_) + sum(c.size for c in new_chunks)
+        if images or plan:
+            job.finished_at = None
+            if job.planned:
+                job.status = JobStatus.RUNNING
+        return Reopened(plan, [cid for cid, _size in open_] + [c.id for c in new_chunks], images)
+
+
+# -- chunks ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A chunk taken by a worker, with what classifying it needs."""
+
+    refs: list[str]
+    attempts: int
+    # An earlier delivery committed the chunk: its rows are there, only the job's end may be owed.
+    done: bool
+    model: DetectorModel
+    skip_known: bool
+
+
+def claim_chunk(db: Database, job_id: int, chunk_id: int, worker: str | None) -> Claim | None:
+    """Take a chunk of an unfinished job: attempts + 1, who and when; None when there is nothing to do.
+
+    The claim commits before any work, so deliveries that died still count.
+    """
+    with db.session() as s:
+        chunk = s.get(Chunk, chunk_id)
+        job = s.get(Job, job_id)
+        if chunk is None or job is None or job.status in JobStatus.FINISHED:
+            return None
+        done = chunk.status == ChunkStatus.DONE
+        if not done:
+            # The increment happens in SQL, so two workers claiming at once both count.
+            s.execute(
+                update(Chunk)
+                .where(Chunk.id == chunk_id)
+                .values(attempts=Chunk.attempts + 1, started_at=_now(), worker=worker)
+            )
+            s.refresh(chunk)
+        model = s.get_one(DetectorModel, job.model_id)
+        skip_known = bool((job.options or {}).get("skip_known"))
+        return Claim(list(chunk.refs), chunk.attempts, done, model, skip_known)
+
+
+def commit_chunk(db: Database, job_id: int, chunk_id: int, model_id: int, rows: Sequence[ResultRow]) -> None:
+    """Write a chunk's rows and its done mark in one transaction: a second delivery leaves the same rows."""
+    stamp = _now()
+    with db.session() as s:
+        upsert_results(s, job_id, model_id, rows, classified_at=stamp)
+        s.execute(update(Chunk).where(Chunk.id == chunk_id).values(status=ChunkStatus.DONE, done_at=stamp))
+
+
+@dataclass(frozen=True, slots=True)
+class Unscored:
+    """The refs of an open chunk that have no classified row, and the job's model."""
+
+    refs: list[str]
+    model_id: int
+
+
+def unscored_refs(db: Database, job_id: int, chunk_id: int) -> Unscored | None:
+    """What of an open chunk has no classified row yet; None when the chunk is done or gone."""
+    with db.session() as s:
+        chunk = s.get(Chunk, chunk_id)
+        job = s.get(Job, job_id)
+        if chunk is None or job is None or chunk.status == ChunkStatus.DONE:
+            return None
+        refs = list(chunk.refs)
+        classified = set(
+            s.scalars(
+                select(Result.image_uri).where(
+                    Result.job_id == job_id, Result.image_uri.in_(refs), Result.error_kind.is_(None)
+                )
+            )
+        )
+        return Unscored([ref for ref in refs if ref not in classified], job.model_id)
+
+
+# -- results -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownScore:
+    """What a model already said about an image's content."""
+
+    p_real: float | None
+    label: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+
+
+def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[str, KnownScore]:
+    """Scores ``model_id`` gave these contents in any job, by sha256; failed images are not known."""
+    if not sha256s:
+        return {}
+    query = select(
+        Result.sha256, Result.p_real, Result.label, Result.width, Result.height, Result.format
+    ).where(Result.model_id == model_id, Result.sha256.in_(sha256s), Result.p_real.is_not(None))
+    with db.session() as s:
+        return {
+            sha: KnownScore(p_real, label, width, height, fmt)
+            for sha, p_real, label, width, height, fmt in s.execute(query)
+            if sha is not None
+        }
+
+
+# What a second delivery of a row replaces: everything but its key.
+_UPDATED_COLUMNS = [f.name for f in fields(ResultRow) if f.name != "image_uri"]
+_UPDATED_COLUMNS += ["model_id", "classified_at"]
+
+
+def upsert_results(
+    session: Session, job_id: int, model_id: int, rows: Sequence[ResultRow], *, classified_at: datetime
+) -> None:
+    """Insert a job's result rows, replacing any with the same (job_id, image_uri): redelivery is harmless."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        pg = pg_insert(Result)
+        stmt: Any = pg.on_conflict_do_update(
+            index_elements=["job_id", "image_uri"], set_={col: pg.excluded[col] for col in _UPDATED_COLUMNS}
+        )
+    elif dialect == "sqlite":
+        lite = sqlite_insert(Result)
+        stmt = lite.on_conflict_do_update(
+            index_elements=["job_id", "image_uri"], set_={col: lite.excluded[col] for col in _UPDATED_COLUMNS}
+        )
+    else:
+        raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
+    extra = {"job_id": job_id, "model_id": model_id, "classified_at": classified_at}
+    session.execute(stmt, [asdict(row) | extra for row in rows])

@@ -1,0 +1,126 @@
+"""The scoring engine's scheduling: bounded read-ahead, decoding that takes turns with a CPU model and
+runs ahead of an accelerator, full batches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from aiscan.model.batching import read_ahead, read_window, score_batches
+
+
+class FakeModel:
+    """Scores an image by its first pixel / 255; records the batch sizes and what ``during`` says."""
+
+    def __init__(self, batch_size: int, prefetch_batches: int, during: Callable[[], object]) -> None:
+        self.batch_size = batch_size
+        self.prefetch_batches = prefetch_batches
+        self.during = during
+        self.batches: list[int] = []
+        self.seen: list[object] = []
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        self.batches.append(len(pixels))
+        self.seen.append(self.during())
+        return pixels[:, 0, 0, 0] / 255.0
+
+
+class Decoder:
+    """Decodes an int to a 2x2 image of that value, -1 to None; counts calls started and running."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.started = 0
+        self.running = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, item: int) -> np.ndarray | None:
+        with self.lock:
+            self.started += 1
+            self.running += 1
+        time.sleep(self.delay)
+        with self.lock:
+            self.running -= 1
+        return None if item < 0 else np.full((2, 2, 3), item, np.uint8)
+
+
+def test_every_item_comes_back_once_with_its_score_and_the_model_sees_full_batches() -> None:
+    items = [5, -1, 10, 20, -1, 30, 40, 50, 60]
+    decoder = Decoder()
+    model = FakeModel(batch_size=3, prefetch_batches=0, during=lambda: None)
+    progress: list[int] = []
+    out = list(score_batches(items, decoder, model, on_progress=progress.append))
+    assert sorted(item for item, _ in out) == sorted(items)
+    for item, score in out:
+        assert score is None if item < 0 else score == pytest.approx(item / 255.0)
+    assert model.batches == [3, 3, 1]
+    assert sum(progress) == len(items) and progress.count(1) >= 2
+
+
+def test_on_a_cpu_decoding_waits_while_the_model_runs() -> None:
+    decoder = Decoder(delay=0.01)
+    model = FakeModel(batch_size=4, prefetch_batches=0, during=lambda: (decoder.running, decoder.started))
+    list(score_batches(range(20), decoder, model))
+    # Nothing decodes during a batch, and nothing of the next batch was started before it.
+    assert [running for running, _ in model.seen] == [0] * 5
+    assert [started for _, started in model.seen] == [4, 8, 12, 16, 20]
+
+
+def test_with_an_accelerator_decoding_runs_two_batches_ahead() -> None:
+    decoder = Decoder()
+
+    def decoded_ahead() -> int:
+        # Give the decode pool time to fill its window while the "GPU" works.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and decoder.started < min(20, 4 * (len(model.batches) + 2)):
+            time.sleep(0.005)
+        return decoder.started
+
+    model = FakeModel(batch_size=4, prefetch_batches=2, during=decoded_ahead)
+    list(score_batches(range(20), decoder, model))
+    assert model.seen == [12, 16, 20, 20, 20]
+    assert model.batches == [4] * 5
+
+
+def test_read_ahead_keeps_order_and_a_bounded_window() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def read(i: int) -> int:
+        with lock:
+            started.append(i)
+        return i * 10
+
+    consumed = 0
+    for value in read_ahead(read, range(50), workers=4, window=6):
+        assert value == consumed * 10
+        consumed += 1
+        with lock:
+            assert len(started) <= consumed + 6
+    assert consumed == 50
+
+
+def test_read_ahead_raises_the_failure_and_starts_nothing_more() -> None:
+    started: list[int] = []
+
+    def read(i: int) -> int:
+        started.append(i)
+        if i == 2:
+            raise OSError("disk gone")
+        time.sleep(0.05)
+        return i
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(read_ahead(read, range(100), workers=1, window=10))
+    # The reads queued behind the failure are cancelled, not run.
+    assert len(started) <= 6
+
+
+def test_read_window_covers_decoding_ahead() -> None:
+    cpu = FakeModel(batch_size=8, prefetch_batches=0, during=lambda: None)
+    gpu = FakeModel(batch_size=8, prefetch_batches=2, during=lambda: None)
+    assert read_window(cpu) == 16 and read_window(gpu) == 32
