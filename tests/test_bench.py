@@ -1,4 +1,4 @@
-"""Smoke tests of bench/run.py's pure helpers: no timings, no model, no services."""
+"""Smoke tests of bench/'s helpers: no timings and no model."""
 
 from __future__ import annotations
 
@@ -13,18 +13,16 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.run import (
+from bench.archive import Archive, link_archive, shard_sizes
+from bench.memory import RssSampler
+from bench.processes import aiscan_env
+from bench.report import (
     RESULT_KEYS,
-    Archive,
-    RssSampler,
-    aiscan_env,
     assemble,
     build_tables,
     compute_ratios,
-    link_archive,
     machine_info,
     print_results,
-    shard_sizes,
     summary_ips,
     write_json,
 )
