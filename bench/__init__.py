@@ -1,1 +1,1 @@
-"""Throughput and memory benchmark of aiscan (`python -m bench.run`); not a test."""
+"""aiscan's throughput and memory benchmark (`python -m bench.run`), and the helpers tests share with it."""

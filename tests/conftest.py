@@ -1,63 +1,46 @@
-"""Shared fixtures: an isolated AISCAN_HOME per test, real PostgreSQL databases, small images."""
+"""Shared fixtures: an isolated AISCAN_HOME per test, the CLI in-process, real Redis and PostgreSQL."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from bench import services
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-
-PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-# The machine notes' command for a PostgreSQL server that is down.
-PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
-
-
-def _pg_reachable() -> bool:
-    import psycopg
-
-    try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3).close()
-        return True
-    except psycopg.OperationalError:
-        return False
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
-    """The local PostgreSQL server, started if it is down."""
-    if not _pg_reachable():
-        subprocess.run(PG_START, shell=True, check=False, capture_output=True)
-        for _ in range(30):
-            if _pg_reachable():
-                break
-            time.sleep(1)
-        else:
-            pytest.fail("PostgreSQL on 127.0.0.1:5432 is down and could not be started")
-    return PG_ADMIN_URL
+    """The local PostgreSQL server, started if it is down; the URL of its `test` database."""
+    services.ensure_postgres()
+    return services.postgres_url()
 
 
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database of this test's own, dropped afterwards."""
-    import psycopg
+    with services.scratch_database("aiscan_test") as url:
+        yield url
 
-    name = f"aiscan_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from aiscan.jobs.store.db import open_database
 
-    open_database.cache_clear()
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
-        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The local Redis server, started if it is down; the URL of its database 0."""
+    services.ensure_redis()
+    return services.redis_url()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> Iterator[str]:
+    """An empty Redis database number of this test's own, flushed afterwards."""
+    with services.scratch_redis_db() as url:
+        yield url
 
 
 @pytest.fixture
@@ -76,3 +59,21 @@ def aiscan_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pat
     get_settings.cache_clear()
     open_database.cache_clear()
     shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def invoke(aiscan_home: Path) -> Callable[..., str]:
+    """The aiscan CLI in this process under the test's AISCAN_HOME: ``invoke("scan", ...)`` gives its
+    output, and fails the test with that output on a non-zero exit."""
+    from click.testing import CliRunner
+
+    from aiscan.jobs.cli import cli
+
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    return run

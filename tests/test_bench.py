@@ -1,4 +1,4 @@
-"""Smoke tests of bench/run.py's pure helpers: no timings, no model, no services."""
+"""Tests of bench/'s helpers: no timings and no model; real Redis and PostgreSQL for the services."""
 
 from __future__ import annotations
 
@@ -11,20 +11,21 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg
+import pytest
 from rich.console import Console
 
-from bench.run import (
+from bench import services
+from bench.archive import Archive, link_archive, shard_sizes
+from bench.memory import RssSampler
+from bench.processes import aiscan_env, run_aiscan
+from bench.report import (
     RESULT_KEYS,
-    Archive,
-    RssSampler,
-    aiscan_env,
     assemble,
     build_tables,
     compute_ratios,
-    link_archive,
     machine_info,
     print_results,
-    shard_sizes,
     summary_ips,
     write_json,
 )
@@ -158,3 +159,46 @@ def test_archive_helpers(tmp_path: Path) -> None:
 def test_subprocess_env_drops_the_callers_aiscan_settings() -> None:
     env = aiscan_env({"PATH": "/bin", "AISCAN_BROKER_URL": "redis://x"}, AISCAN_HOME="/tmp/h")
     assert env["AISCAN_HOME"] == "/tmp/h" and "AISCAN_BROKER_URL" not in env and env["PATH"] == "/bin"
+
+
+def test_aiscan_subprocess_failures_carry_stderr(tmp_path: Path) -> None:
+    env = aiscan_env(os.environ, AISCAN_HOME=str(tmp_path))
+    with pytest.raises(RuntimeError, match="aiscan report 42 exited 1: error: no job 42"):
+        run_aiscan(["report", "42"], env)
+    proc = run_aiscan(["report", "42"], env, check=False)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: no job 42")
+
+
+def _database_exists(name: str) -> bool:
+    with psycopg.connect(services.PG_ADMIN) as c:
+        return c.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+
+
+def test_a_scratch_database_is_new_and_dropped_afterwards(postgres_server: str) -> None:
+    assert services.ensure_postgres() is False  # already up: not started again
+    with (
+        services.scratch_database("aiscan_benchtest") as url,
+        services.scratch_database("aiscan_benchtest") as other,
+    ):
+        name = url.rsplit("/", 1)[1]
+        assert url == services.postgres_url(name) and name.startswith("aiscan_benchtest_") and url != other
+        assert _database_exists(name)
+        with psycopg.connect(url.replace("+psycopg", "")) as c:
+            assert c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone() == (0,)
+    assert not _database_exists(name)
+
+
+def test_a_scratch_redis_database_is_empty_and_flushed_afterwards(redis_server: str) -> None:
+    assert services.ensure_redis() is False
+    with services.scratch_redis_db() as url:
+        db = int(url.rsplit("/", 1)[1])
+        assert url == services.redis_url(db) and 1 <= db <= 15
+        client = services.redis_client(db)
+        assert client.dbsize() == 0
+        client.set("aiscan-bench-test", b"x")
+    assert client.dbsize() == 0
+
+
+def test_a_service_that_does_not_come_up_is_a_clear_error() -> None:
+    with pytest.raises(services.ServiceDown, match="the thing is down and could not be started with: true"):
+        services._ensure(lambda: False, "true", "the thing", tries=2, pause=0.01)

@@ -6,43 +6,34 @@ import csv
 import hashlib
 import io
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from images import png_dir
 from PIL import Image
 from tinymodels import save_tiny_classifier
 
-from aiscan.jobs.cli import cli
 from aiscan.jobs.reports import COLUMNS
 from aiscan.jobs.settings import get_settings
 from aiscan.model.decode import decode_image
-from aiscan.training.synth import generator_like, write_archive
-
-
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+from aiscan.training.synth import write_archive
+from bench.detector import untrained_detector
+from bench.processes import aiscan_env, run_aiscan
 
 
 @pytest.fixture
 def detector_model(aiscan_home: Path) -> str:
     """An untrained detector of the real architecture (75 px), registered as the default model."""
     from aiscan.jobs.artifacts import register_artifact
-    from aiscan.model.artifact import save_artifact
-    from aiscan.model.detector import build_detector
-    from aiscan.model.metadata import ArtifactMeta
 
-    keras.utils.set_random_seed(3)
-    model = build_detector(75, None)
-    meta = ArtifactMeta(name="rand", input_size=75, source="tests: untrained")
-    row = register_artifact(get_settings(), "rand", lambda d: save_artifact(model, d, meta))
-    return row.ref
+    build = partial(untrained_detector, input_size=75, name="rand", seed=3, source="tests: untrained")
+    return register_artifact(get_settings(), "rand", build).ref
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -50,7 +41,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def test_scan_directory_and_report(tmp_path: Path, detector_model: str) -> None:
+def test_scan_directory_and_report(tmp_path: Path, detector_model: str, invoke: Callable[..., str]) -> None:
     truth = write_archive(tmp_path / "archive", 5, 5, n_corrupt=2, n_non_images=2, seed=4)
     expected = {p: o for p, o in truth.items() if o != "skipped"}
 
@@ -98,7 +89,9 @@ def test_scan_directory_and_report(tmp_path: Path, detector_model: str) -> None:
     assert "job " + job in invoke("jobs", "show", job)
 
 
-def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: str) -> None:
+def test_a_chunk_run_twice_leaves_the_same_rows(
+    tmp_path: Path, detector_model: str, invoke: Callable[..., str]
+) -> None:
     from sqlalchemy import func, select, update
 
     from aiscan.jobs.artifacts import classifier_factory
@@ -129,22 +122,11 @@ def test_a_chunk_run_twice_leaves_the_same_rows(tmp_path: Path, detector_model: 
     assert np.allclose([a[1] or 0 for a in after], [b[1] or 0 for b in before], atol=1e-6)
 
 
-def _png_dir(root: Path, n: int, size: tuple[int, int]) -> list[Path]:
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(11)
-    paths = []
-    for i in range(n):
-        path = root / f"g{i}.png"
-        generator_like(rng, *size).save(path)
-        paths.append(path)
-    return paths
-
-
 def _scores(report: Path) -> dict[str, float]:
     return {r["image_uri"]: float(r["p_real"]) for r in _read_csv(report)}
 
 
-def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: Path) -> None:
+def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, invoke: Callable[..., str]) -> None:
     # The 36x36 CIFAKE CNN convention: BGR scaled to 0..1, two sigmoid units, index 1 = REAL.
     h5 = tmp_path / "cifake.h5"
     orig = save_tiny_classifier(h5, 36, units=2, seed=5)
@@ -163,7 +145,7 @@ def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: P
         "1",
     )
     assert "imported cifake:1" in out
-    paths = _png_dir(tmp_path / "imgs", 6, (90, 70))
+    paths = png_dir(tmp_path / "imgs", 6, (90, 70), seed=11)
     summary = json.loads(invoke("scan", str(tmp_path / "imgs"), "--model", "cifake", "--json"))
     invoke("report", str(summary["job_id"]), "-o", str(tmp_path / "r.csv"))
     got = _scores(tmp_path / "r.csv")
@@ -177,7 +159,7 @@ def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: P
     assert shown["meta"]["output"]["real_index"] == 1
 
 
-def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_home: Path) -> None:
+def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, invoke: Callable[..., str]) -> None:
     # The InceptionV3 app's convention: RGB scaled to 0..1, one sigmoid unit = probability real.
     # Its real model is 299x299; the input size is read from the file, so a small one tests the same path.
     h5 = tmp_path / "inception_app.h5"
@@ -185,7 +167,7 @@ def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_
 
     invoke("model", "import", str(h5), "--name", "app", "--scale", "unit", "--sigmoid-means", "real")
     invoke("model", "default", "app")
-    paths = _png_dir(tmp_path / "imgs", 5, (120, 100))
+    paths = png_dir(tmp_path / "imgs", 5, (120, 100), seed=11)
     summary = json.loads(invoke("scan", str(tmp_path / "imgs"), "--json"))
     assert summary["model"] == "app:1"
     invoke("report", str(summary["job_id"]), "-o", str(tmp_path / "r.csv"))
@@ -196,13 +178,6 @@ def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, aiscan_
     assert np.allclose([got[str(p)] for p in paths], want, atol=1e-5)
     listed = json.loads(invoke("model", "list", "--json"))
     assert [(m["ref"], m["default"]) for m in listed] == [("app:1", True)]
-
-
-def _aiscan(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {"AISCAN_HOME": str(home), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3", **extra_env}
-    return subprocess.run(
-        [sys.executable, "-m", "aiscan.jobs", *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 @pytest.mark.parametrize(
@@ -222,7 +197,7 @@ def _aiscan(home: Path, *args: str, **extra_env: str) -> subprocess.CompletedPro
 def test_bad_arguments_are_one_line_errors(
     tmp_path: Path, args: tuple[str, ...], code: int, message: str
 ) -> None:
-    proc = _aiscan(tmp_path / "home", *args)
+    proc = run_aiscan(args, aiscan_env(os.environ, AISCAN_HOME=str(tmp_path / "home")), check=False)
     assert proc.returncode == code
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
@@ -231,7 +206,8 @@ def test_bad_arguments_are_one_line_errors(
 
 
 def test_bad_setting_is_a_one_line_error(tmp_path: Path) -> None:
-    proc = _aiscan(tmp_path / "home", "jobs", "list", AISCAN_CHUNK_SIZE="many")
+    env = aiscan_env(os.environ, AISCAN_HOME=str(tmp_path / "home"), AISCAN_CHUNK_SIZE="many")
+    proc = run_aiscan(["jobs", "list"], env, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip() == "error: AISCAN_CHUNK_SIZE='many' is not an integer"
 
@@ -274,7 +250,7 @@ def test_cli_and_demo_name_artifact_files_by_their_constants() -> None:
         assert META_FILE not in source and MODEL_FILE not in source, module.__name__
 
 
-def test_jobs_list_reads_every_summary_in_one_session(tmp_path: Path, aiscan_home: Path) -> None:
+def test_jobs_list_reads_every_summary_in_one_session(tmp_path: Path, invoke: Callable[..., str]) -> None:
     from sqlalchemy import event
 
     from aiscan.jobs.store.db import open_database
@@ -299,7 +275,7 @@ def test_jobs_list_reads_every_summary_in_one_session(tmp_path: Path, aiscan_hom
     assert all(f"│ {i} " in table for i in ids)
 
 
-def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> None:
+def test_demo_trains_scans_and_reports(tmp_path: Path, invoke: Callable[..., str]) -> None:
     out = invoke("demo", "--workdir", str(tmp_path / "demo"), "--train-images", "40", "--epochs", "1")
     assert "not for real audits" in out
     report = tmp_path / "demo" / "report.csv"
@@ -312,7 +288,7 @@ def test_demo_trains_scans_and_reports(tmp_path: Path, aiscan_home: Path) -> Non
 
 
 def test_scan_into_postgresql(
-    tmp_path: Path, aiscan_home: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, invoke: Callable[..., str], postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from aiscan.jobs.store.db import open_database
 
@@ -320,7 +296,8 @@ def test_scan_into_postgresql(
     get_settings.cache_clear()
     open_database.cache_clear()
     # A server database is never migrated behind the user's back.
-    proc = _aiscan(tmp_path, "model", "list", AISCAN_DATABASE_URL=postgres_url)
+    env = aiscan_env(os.environ, AISCAN_HOME=str(tmp_path), AISCAN_DATABASE_URL=postgres_url)
+    proc = run_aiscan(["model", "list"], env, check=False)
     assert proc.returncode == 1 and "run `aiscan db upgrade`" in proc.stderr
     assert "database at revision 0003" in invoke("db", "upgrade")
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from images import encode
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
@@ -20,12 +21,6 @@ from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)
-
-
-def encode(im: Image.Image, fmt: str, **params: object) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -3,12 +3,10 @@ moto's S3 server over HTTP and a local HTTP server for URL lists."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ from pathlib import Path
 import netservers
 import numpy as np
 import pytest
+from images import jpeg_bytes, png_bytes
 from sqlalchemy import func, select
 from tinymodels import save_tiny_classifier
 
@@ -26,50 +25,12 @@ from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, Result
 from aiscan.jobs.submit import create_job
 from aiscan.jobs.tasks import CLASSIFY_CHUNK
-from aiscan.training.synth import camera_like, generator_like, write_archive
+from aiscan.training.synth import write_archive
+from bench import services
+from bench.processes import Worker, run_aiscan
 
-REDIS_START = (
-    "redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save '' --appendonly no "
-    "--dir /var/lib/redis --logfile /var/log/redis/ci.log"
-)
 WORKER_READY_S = 90
 JOB_TIMEOUT_S = 180
-
-
-def _redis_db() -> int:
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=2)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        subprocess.run(REDIS_START, shell=True, check=False, capture_output=True)
-        for _ in range(20):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("Redis on 127.0.0.1:6379 is down and could not be started")
-    # A database number of this run's own, so parallel runs do not share queues.
-    for _ in range(30):
-        db = int.from_bytes(os.urandom(1), "big") % 15 + 1
-        if redis.Redis(host="127.0.0.1", port=6379, db=db).dbsize() == 0:
-            return db
-    pytest.fail("no free Redis database number")
-
-
-def _jpeg(rng: np.random.Generator, size: tuple[int, int] = (200, 150)) -> bytes:
-    buf = io.BytesIO()
-    camera_like(rng, *size).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def _png(rng: np.random.Generator, size: tuple[int, int] = (160, 160)) -> bytes:
-    buf = io.BytesIO()
-    generator_like(rng, *size).save(buf, "PNG")
-    return buf.getvalue()
 
 
 class Cluster:
@@ -78,57 +39,22 @@ class Cluster:
     def __init__(self, tmp: Path, env: dict[str, str]) -> None:
         self.tmp = tmp
         self.env = env
-        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.workers: dict[str, Worker] = {}
         self.settings = Settings.from_env(env)
 
-    def aiscan(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "aiscan.jobs", *args],
-            env={**self.env, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=240,
-        )
-
     def aiscan_ok(self, *args: str, env: dict[str, str] | None = None) -> str:
-        proc = self.aiscan(*args, env=env)
-        assert proc.returncode == 0, proc.stderr
-        return proc.stdout
+        return run_aiscan(args, {**self.env, **(env or {})}, timeout=240).stdout
 
     def start_worker(self, name: str, env: dict[str, str] | None = None) -> None:
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - lives as long as the worker
-        # A session of its own: the whole worker (parent and pool) can be killed as one group.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aiscan.jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
-            env={**self.env, **(env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.workers[name] = proc
-        deadline = time.monotonic() + WORKER_READY_S
-        while time.monotonic() < deadline:
-            if b" ready." in (self.tmp / f"{name}.log").read_bytes():
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.3)
-        pytest.fail(f"worker {name} did not start:\n{(self.tmp / f'{name}.log').read_text()[-3000:]}")
+        self.workers[name] = Worker(name, {**self.env, **(env or {})}, self.tmp / f"{name}.log")
+        self.workers[name].wait_ready(WORKER_READY_S, warm_up=False)
 
     def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.workers.pop(name)
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=30)
+        self.workers.pop(name).kill(sig)
 
     def stop(self) -> None:
-        for name in list(self.workers):
-            proc = self.workers[name]
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGKILL)
-            self.workers.pop(name)
+        while self.workers:
+            self.workers.popitem()[1].stop()
 
     def db(self):
         return open_database(self.settings.database_url)
@@ -153,15 +79,16 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> Iterator[Cluster]:
-    import psycopg
-
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: str, redis_server: str
+) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("cluster")
-    db_name = f"aiscan_dist_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{db_name}"')
-    redis_db = _redis_db()
-    with netservers.moto_s3() as s3_endpoint, netservers.FaultyHTTPServer() as http:
+    with (
+        services.scratch_database("aiscan_dist") as database_url,
+        services.scratch_redis_db() as broker_url,
+        netservers.moto_s3() as s3_endpoint,
+        netservers.FaultyHTTPServer() as http,
+    ):
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             # Workers and CLI runs import the same aiscan as this process (a checkout's link farm too).
@@ -169,8 +96,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
             "HOME": str(tmp),
             "TF_CPP_MIN_LOG_LEVEL": "3",
             "AISCAN_HOME": str(tmp / "home"),
-            "AISCAN_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:5432/{db_name}",
-            "AISCAN_BROKER_URL": f"redis://127.0.0.1:6379/{redis_db}",
+            "AISCAN_DATABASE_URL": database_url,
+            "AISCAN_BROKER_URL": broker_url,
             "AISCAN_S3_ENDPOINT_URL": s3_endpoint,
             "AISCAN_URL_ALLOW_NETWORKS": "127.0.0.0/8",
             "AISCAN_URL_TIMEOUT": "1",
@@ -195,14 +122,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
             yield c
         finally:
             c.stop()
-            import redis
-
-            redis.Redis(host="127.0.0.1", port=6379, db=redis_db).flushdb()
-            open_database.cache_clear()
-            with psycopg.connect(
-                "host=127.0.0.1 port=5432 user=postgres dbname=test", autocommit=True
-            ) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 def _s3_put(cluster: Cluster, bucket: str, objects: dict[str, bytes]) -> None:
@@ -225,16 +144,16 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
     truth = write_archive(tmp_path / "dir", 4, 4, n_corrupt=2, n_non_images=1, seed=3)
     dir_refs = {p for p, o in truth.items() if o != "skipped"}
 
-    s3_objects = {f"photos/2024/img{i}.jpg": _jpeg(rng) for i in range(5)}
-    s3_objects |= {f"photos/gen/g{i}.png": _png(rng) for i in range(4)}
+    s3_objects = {f"photos/2024/img{i}.jpg": jpeg_bytes(rng) for i in range(5)}
+    s3_objects |= {f"photos/gen/g{i}.png": png_bytes(rng) for i in range(4)}
     s3_objects["photos/notes.txt"] = b"not an image"
-    s3_objects["elsewhere/x.jpg"] = _jpeg(rng)
+    s3_objects["elsewhere/x.jpg"] = jpeg_bytes(rng)
     _s3_put(cluster, "archive", s3_objects)
     s3_refs = {f"s3://archive/{k}" for k in s3_objects if k.startswith("photos/") and k != "photos/notes.txt"}
 
     url_refs = set()
     for i in range(5):
-        cluster.http.add(f"/mixed/{i}.jpg", body=_jpeg(rng))
+        cluster.http.add(f"/mixed/{i}.jpg", body=jpeg_bytes(rng))
         url_refs.add(cluster.http.url(f"/mixed/{i}.jpg"))
     cluster.http.add("/mixed/gone.jpg", status=404, body=b"no")
     url_refs.add(cluster.http.url("/mixed/gone.jpg"))
@@ -274,10 +193,10 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
 def test_url_faults_end_as_distinct_error_rows(cluster: Cluster, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     h = cluster.http
-    h.add("/f/ok.jpg", body=_jpeg(rng))
+    h.add("/f/ok.jpg", body=jpeg_bytes(rng))
     h.add("/f/missing.jpg", status=404, body=b"")
-    h.add("/f/flaky.jpg", body=_jpeg(rng), fail_first=1, fail_status=500)
-    h.add("/f/slow.jpg", body=_jpeg(rng), delay=3.0)
+    h.add("/f/flaky.jpg", body=jpeg_bytes(rng), fail_first=1, fail_status=500)
+    h.add("/f/slow.jpg", body=jpeg_bytes(rng), delay=3.0)
     h.add("/f/huge.jpg", body=b"\xff\xd8\xff" + b"\0" * (3 * 1024 * 1024))
     h.add("/f/to-metadata.jpg", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data"})
     h.add("/f/page.html", body=b"<html></html>", content_type="text/html")
@@ -345,7 +264,7 @@ def _slow_url_list(cluster: Cluster, tmp_path: Path, tag: str, n: int, delay: fl
     lines = []
     for i in range(n):
         path = f"/{tag}/{i}.jpg"
-        cluster.http.add(path, body=_jpeg(rng, (120, 90)), delay=delay)
+        cluster.http.add(path, body=jpeg_bytes(rng, (120, 90)), delay=delay)
         lines.append(cluster.http.url(path))
     urls = tmp_path / f"{tag}.txt"
     urls.write_text("\n".join(lines) + "\n")
@@ -418,16 +337,8 @@ def test_a_worker_killed_mid_chunk_loses_nothing(cluster: Cluster, tmp_path: Pat
     cluster.start_worker("w1")
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_tasks_that_run_out_of_retries_end_their_chunk_or_job(
-    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, redis_url: str
 ) -> None:
     from aiscan.jobs.pipeline import plan_job
     from aiscan.jobs.tasks import TaskContext
@@ -435,14 +346,13 @@ def test_tasks_that_run_out_of_retries_end_their_chunk_or_job(
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
         monkeypatch.setenv(key, cluster.env[key])  # this process lists the bucket too
     rng = np.random.default_rng(11)
-    _s3_put(cluster, "far", {f"img{i}.jpg": _jpeg(rng) for i in range(3)})
+    _s3_put(cluster, "far", {f"img{i}.jpg": jpeg_bytes(rng) for i in range(3)})
     # A broker database of its own (the cluster's is not empty), so only the cut-off worker sees these tasks.
-    own_db = _redis_db()
-    broker = f"redis://127.0.0.1:6379/{own_db}"
+    broker = redis_url
     assert broker != cluster.env["AISCAN_BROKER_URL"]
     cut_off = {
         "AISCAN_BROKER_URL": broker,
-        "AISCAN_S3_ENDPOINT_URL": f"http://127.0.0.1:{_closed_port()}",
+        "AISCAN_S3_ENDPOINT_URL": f"http://127.0.0.1:{netservers.closed_port()}",
         "AISCAN_URL_RETRIES": "0",
         # More retries than a chunk's death limit (4): retries must not count as deaths.
         "AISCAN_TASK_MAX_RETRIES": "5",
@@ -473,6 +383,3 @@ def test_tasks_that_run_out_of_retries_end_their_chunk_or_job(
         assert "is unavailable" in job.error
     finally:
         cluster.kill_worker("cutoff", signal.SIGTERM)
-        import redis
-
-        redis.Redis(host="127.0.0.1", port=6379, db=own_db).flushdb()

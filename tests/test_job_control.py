@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import io
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import netservers
-import numpy as np
 import pytest
-from click.testing import CliRunner
+from images import jpeg_bytes
 from sqlalchemy import select
 from tinymodels import save_tiny_classifier
 
-from aiscan.jobs.cli import cli
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import Chunk, Job, Result
 from aiscan.jobs.submit import cancel_job, create_job
-from aiscan.training.synth import camera_like, write_archive
-
-
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
+from aiscan.training.synth import write_archive
 
 
 @pytest.fixture
-def home(aiscan_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def home(
+    aiscan_home: Path, invoke: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Embedded defaults with loopback URLs allowed and a tiny imported model as the default."""
     monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
     monkeypatch.setenv("AISCAN_URL_RETRIES", "0")
@@ -45,12 +38,6 @@ def http() -> Iterator[netservers.FaultyHTTPServer]:
         yield srv
 
 
-def _jpeg(seed: int) -> bytes:
-    buf = io.BytesIO()
-    camera_like(np.random.default_rng(seed), 80, 60).save(buf, "JPEG")
-    return buf.getvalue()
-
-
 def _rows(job_id: int) -> dict[str, Result]:
     with open_database(get_settings().database_url).session() as s:
         rows = {r.image_uri: r for r in s.scalars(select(Result).where(Result.job_id == job_id))}
@@ -58,9 +45,11 @@ def _rows(job_id: int) -> dict[str, Result]:
     return rows
 
 
-def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path) -> None:
+def test_retry_errors_runs_failed_images_again(
+    home: Path, http, tmp_path: Path, invoke: Callable[..., str]
+) -> None:
     for i in range(3):
-        http.add(f"/ok/{i}.jpg", body=_jpeg(i))
+        http.add(f"/ok/{i}.jpg", body=jpeg_bytes(i, (80, 60)))
     http.add("/late.jpg", status=503, body=b"")
     urls = tmp_path / "u.txt"
     urls.write_text("".join(http.url(p) + "\n" for p in ["/ok/0.jpg", "/ok/1.jpg", "/ok/2.jpg", "/late.jpg"]))
@@ -69,7 +58,7 @@ def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path)
     assert summary["counts"]["errors"] == 1
     assert _rows(job_id)[http.url("/late.jpg")].error_kind == "http_error"
 
-    http.add("/late.jpg", body=_jpeg(9))  # the server has recovered
+    http.add("/late.jpg", body=jpeg_bytes(9, (80, 60)))  # the server has recovered
     out = invoke("jobs", "retry", str(job_id), "--errors")
     assert "1 images run again" in out
     rows = _rows(job_id)
@@ -78,7 +67,7 @@ def test_retry_errors_runs_failed_images_again(home: Path, http, tmp_path: Path)
     assert json.loads(invoke("jobs", "show", str(job_id), "--json"))["status"] == "done"
 
 
-def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
+def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path, invoke: Callable[..., str]) -> None:
     from aiscan.jobs.artifacts import classifier_factory
     from aiscan.jobs.inprocess import InProcessQueue, run_queue
     from aiscan.jobs.tasks import TaskContext
@@ -103,7 +92,7 @@ def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path) -> None:
 
 
 def test_skip_known_reuses_results_of_the_same_content(
-    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, invoke: Callable[..., str]
 ) -> None:
     truth = write_archive(tmp_path / "a", 3, 3, n_corrupt=1, n_non_images=0, seed=2)
     first = json.loads(invoke("scan", str(tmp_path / "a"), "--json"))
@@ -112,7 +101,7 @@ def test_skip_known_reuses_results_of_the_same_content(
     copy.mkdir()
     for i, path in enumerate(sorted(truth)):
         (copy / f"c{i}{Path(path).suffix}").write_bytes(Path(path).read_bytes())
-    (copy / "new.jpg").write_bytes(_jpeg(42))
+    (copy / "new.jpg").write_bytes(jpeg_bytes(42, (80, 60)))
 
     from aiscan.model import runner
 

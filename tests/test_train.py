@@ -4,26 +4,19 @@ and carries its metrics, thresholds and data fingerprint."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from aiscan.jobs.cli import cli
 from aiscan.model.detector import build_detector
 from aiscan.training.synth import write_labelled_set
 from aiscan.training.train import TrainConfig, train, unfreeze_top_blocks
 
 
-def invoke(*args: str) -> str:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def test_train_and_evaluate_from_scratch(tmp_path: Path, aiscan_home: Path) -> None:
+def test_train_and_evaluate_from_scratch(tmp_path: Path, invoke: Callable[..., str]) -> None:
     data = tmp_path / "data"
     write_labelled_set(data, 80, 80, size=(72, 72), layout="cifake", seed=5)
     out = invoke(
