@@ -27,7 +27,7 @@ from aiscan.jobs.store.queries import (
 from aiscan.jobs.submit import cancel_job, retry_job, submit_job
 from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.model.errors import ModelError  # plain exceptions: importing them loads no Keras
-from aiscan.model.metadata import META_FILE  # a file name: importing it loads no Keras
+from aiscan.model.metadata import CHANNEL_ORDERS, META_FILE, SCALES  # constants: no Keras
 
 if TYPE_CHECKING:
     from aiscan.training.train import EpochLog
@@ -257,14 +257,14 @@ def _check_name(name: str) -> str:
 @click.option("--name", required=True, help="Registry name; each import adds a version.")
 @click.option(
     "--channel-order",
-    type=click.Choice(["rgb", "bgr"]),
+    type=click.Choice(CHANNEL_ORDERS),
     default="rgb",
     show_default=True,
     help="Channel order the model was trained on.",
 )
 @click.option(
     "--scale",
-    type=click.Choice(["unit", "symmetric", "raw"]),
+    type=click.Choice(SCALES),
     default="unit",
     show_default=True,
     help="Pixel scaling it expects: unit 0..1, symmetric -1..1, raw 0..255.",
