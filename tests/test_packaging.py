@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
+import time
 from pathlib import Path
 
 import pytest
@@ -152,3 +155,37 @@ def test_commands_from_a_directory_with_its_own_modules(
     assert upgrade.returncode == 0, upgrade.stderr
     assert "database at revision" in upgrade.stdout
     assert database.is_file()
+
+
+def test_worker_starts_from_a_directory_with_its_own_modules(
+    wheel_venv: tuple[Path, set[str], set[str]], hostile_dir: Path, tmp_path: Path, redis_url: str
+) -> None:
+    venv = wheel_venv[0]
+    log_path = tmp_path / "worker.log"
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "AISCAN_HOME": str(tmp_path / "aiscan"),
+        "AISCAN_BROKER_URL": redis_url,
+    }
+    with open(log_path, "wb") as log_file:
+        worker = subprocess.Popen(
+            [str(venv / "bin" / "aiscan"), "worker", "--concurrency", "1", "--name", "packaging@%h"],
+            cwd=hostile_dir,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while " ready." not in log_path.read_text(errors="replace") and worker.poll() is None:
+            assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-3000:]
+            time.sleep(0.3)
+        text = log_path.read_text(errors="replace")
+        assert " ready." in text, text[-3000:]
+        assert "aiscan.classify_chunk" in text and "was imported instead" not in text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
