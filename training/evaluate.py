@@ -48,13 +48,13 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _pixels(classifier: ImageClassifier, item: tuple[int, bytes | None]) -> np.ndarray | None:
-    """Pixels of one read file, or None when it could not be read or decoded."""
+def _views(classifier: ImageClassifier, item: tuple[int, bytes | None]) -> np.ndarray | None:
+    """The views of one read file its model scores, or None when it could not be read or decoded."""
     _index, data = item
     if data is None:
         return None
     try:
-        return classifier.decode(data).pixels
+        return classifier.decode(data).views
     except DecodeError:
         return None
 
@@ -84,13 +84,13 @@ def evaluate(
     scores: dict[int, float] = {}
     skipped: list[int] = []
     read_files = read_ahead(read, range(len(files)), workers=READ_THREADS, window=read_window(classifier))
-    for (index, _data), score in score_batches(
-        read_files, partial(_pixels, classifier), classifier, on_progress=on_batch or (lambda _n: None)
+    for (index, _data), views in score_batches(
+        read_files, partial(_views, classifier), classifier, on_progress=on_batch or (lambda _n: None)
     ):
-        if score is None:
+        if views is None:
             skipped.append(index)
         else:
-            scores[index] = score
+            scores[index] = classifier.aggregate(views)[0]
     if not scores:
         raise DatasetError(f"none of the {len(files)} labelled files under {data_dir} could be decoded")
 
