@@ -1,4 +1,4 @@
-"""The benchmark's synthetic archive: camera-like JPEGs and generator-like PNGs from ``training.synth``."""
+"""The benchmark's synthetic archive: camera-like and generator-like images from ``training.synth``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SHARD = 16  # images per archive-writing task
 
 @dataclass
 class Archive:
-    """The benchmark's image files: camera-like JPEGs first, then generator-like PNGs."""
+    """The benchmark's image files: camera-like first, then generator-like (each JPEG or PNG)."""
 
     root: Path
     camera: list[Path]
@@ -26,7 +26,7 @@ class Archive:
         return self.camera + self.generator
 
     def subset(self, n: int) -> list[Path]:
-        """``n`` files with the archive's JPEG/PNG mix, so a timed subset costs like the whole."""
+        """``n`` files with the archive's camera/generator mix, so a timed subset costs like the whole."""
         total = len(self.camera) + len(self.generator)
         n = min(n, total)
         n_cam = min(len(self.camera), round(n * len(self.camera) / total)) if total else 0
@@ -67,8 +67,11 @@ def make_archive(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1), mp_context=ctx) as pool:
         list(pool.map(_write_shard, tasks))
-    camera = sorted((root / "camera").rglob("*.jpg"))
-    return Archive(root, camera, sorted((root / "generator").rglob("*.png")))
+    # synth writes each image as JPEG or PNG at random, so a class is not told by its format.
+    camera, generator = (
+        sorted(p for p in (root / kind).rglob("*") if p.is_file()) for kind in ("camera", "generator")
+    )
+    return Archive(root, camera, generator)
 
 
 def link_archive(files: Sequence[Path], root: Path, n: int, per_dir: int = 100) -> Path:
