@@ -488,12 +488,26 @@ def train(
     help="Write metrics.json, index.html and PNG plots here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option(
+    "--robustness",
+    is_flag=True,
+    help="Also re-score the images after JPEG re-compression (quality 95, 75, 50), downscaling "
+    "(0.75, 0.5) and a PNG/JPEG format swap.",
+)
 def evaluate(
-    model_ref: str, data_dir: str, split: str, batch_size: int, report_dir: str | None, as_json: bool
+    model_ref: str,
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    report_dir: str | None,
+    as_json: bool,
+    robustness: bool,
 ) -> None:
     """Score MODEL_REF (NAME[:VERSION] or an artifact directory) on labelled folders in DATA_DIR."""
     from aiscan.training.evaluate import evaluate as run_evaluation
+    from aiscan.training.evaluate import evaluate_robustness
     from aiscan.training.evaluate import write_report as write_evaluation
+    from aiscan.training.robustness import CONDITIONS
 
     model_dir = Path(model_ref)
     if not (model_dir / META_FILE).is_file():
@@ -507,14 +521,26 @@ def evaluate(
             split=split,
             on_batch=bar.advance,
         )
+        if robustness:
+            bar.update(description="robustness", completed=0, total=len(evaluation.paths) * len(CONDITIONS))
+            evaluate_robustness(
+                evaluation,
+                CONDITIONS,
+                batch_size=batch_size,
+                on_condition=lambda condition: bar.update(description=condition.name),
+                on_batch=bar.advance,
+            )
     if report_dir:
         index = write_evaluation(evaluation, Path(report_dir))
         if not as_json:
             console.out_console.print(f"report: {index}")
     if as_json:
-        console.emit_json(evaluation.metrics)
+        extra = {} if evaluation.robustness is None else {"robustness": evaluation.robustness}
+        console.emit_json(evaluation.metrics | extra)
     else:
         console.print_evaluation(f"{model_ref} on {data_dir}", evaluation.metrics, evaluation.skipped)
+        if evaluation.robustness is not None:
+            console.print_robustness(evaluation.metrics, evaluation.robustness)
 
 
 # ---------------------------------------------------------------- worker
