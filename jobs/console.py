@@ -37,6 +37,7 @@ MODEL_META_KEYS = (
     "input_size",
     "channel_order",
     "scale",
+    "preprocess",
     "output",
     "thresholds",
     "metrics",
@@ -163,13 +164,15 @@ def model_record(row: DetectorModel) -> dict[str, Any]:
 def print_models(records: list[dict[str, Any]]) -> None:
     """`aiscan model list`: one row per model record, the default starred."""
     table = Table()
-    for col in ("model", "default", "input", "source", "sha256"):
+    for col in ("model", "default", "input", "preprocess", "source", "sha256"):
         table.add_column(col)
     for r in records:
         table.add_row(
             r["ref"],
             "*" if r["default"] else "",
             str(r["meta"].get("input_size")),
+            # Artifacts from before preprocess was declared were all squashed.
+            (r["meta"].get("preprocess") or {}).get("mode", "resize"),
             str(r["meta"].get("source", ""))[:48],
             r["sha256"][:12],
         )

@@ -6,7 +6,7 @@ The scheduling (read-ahead, decode pool, full batches) is `model.batching`'s; wh
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -27,6 +27,8 @@ class _Fetched:
     row: ResultRow
     # The image's bytes until they are decoded; None after a failed fetch or for a reused score.
     data: bytes | None
+    # Where each view the model scores lies in the image.
+    boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
 
 
 def score_refs(
@@ -45,13 +47,22 @@ def score_refs(
         every = list(read_ahead(fetch_one, refs, workers=workers, window=len(refs)))
         fetched = iter(_reuse_known(ctx.db, every, reuse_from))
     rows = []
-    for item, p_real in score_batches(
+    for item, scores in score_batches(
         fetched, partial(_decode, classifier), classifier, on_progress=ctx.on_progress
     ):
-        if p_real is not None:
-            item.row.p_real, item.row.label = p_real, classifier.label(p_real)
+        if scores is not None:
+            _score_row(classifier, item, scores)
         rows.append(item.row)
     return rows
+
+
+def _score_row(classifier: Classifier, item: _Fetched, scores: np.ndarray) -> None:
+    """The image's p_real and label from its views' scores, and where its most fake view is."""
+    row = item.row
+    p_real, worst = classifier.aggregate(scores)
+    row.p_real, row.label = p_real, classifier.label(p_real)
+    row.tiles, row.tile_p_real = len(scores), float(scores[worst])
+    row.tile_box = ",".join(str(v) for v in item.boxes[worst])
 
 
 def _fetch(settings: Settings, ref: str) -> _Fetched:
@@ -68,7 +79,7 @@ def _fetch(settings: Settings, ref: str) -> _Fetched:
 
 
 def _decode(classifier: Classifier, item: _Fetched) -> np.ndarray | None:
-    """The pixels of a fetched image (its size and format go on the row), or None; drops the bytes."""
+    """The views of a fetched image (its size and format go on the row), or None; drops the bytes."""
     data, item.data = item.data, None
     if data is None:
         return None
@@ -78,7 +89,8 @@ def _decode(classifier: Classifier, item: _Fetched) -> np.ndarray | None:
         item.row.error_kind, item.row.error = getattr(exc, "error_kind", ErrorKind.INTERNAL), str(exc)
         return None
     item.row.width, item.row.height, item.row.format = decoded.width, decoded.height, decoded.format
-    return decoded.pixels
+    item.boxes = decoded.boxes
+    return decoded.views
 
 
 def _reuse_known(db: Database, items: list[_Fetched], model_id: int) -> list[_Fetched]:
@@ -89,12 +101,7 @@ def _reuse_known(db: Database, items: list[_Fetched], model_id: int) -> list[_Fe
             by_content.setdefault(item.row.sha256, []).append(item)
     for sha256, known in known_scores(db, by_content.keys(), model_id).items():
         for item in by_content[sha256]:
-            item.data, row = None, item.row
-            row.p_real, row.label, row.width, row.height, row.format = (
-                known.p_real,
-                known.label,
-                known.width,
-                known.height,
-                known.format,
-            )
+            item.data = None
+            for column, value in known.items():
+                setattr(item.row, column, value)
     return items

@@ -29,7 +29,10 @@ ROUTES = {PLAN_JOB: PLAN_QUEUE, FINISH_JOB: PLAN_QUEUE, CLASSIFY_CHUNK: CLASSIFY
 
 
 class Decoded(Protocol):
-    pixels: np.ndarray
+    """An image as its model sees it: the views (n, s, s, 3), their boxes, and the original size."""
+
+    views: np.ndarray
+    boxes: list[tuple[int, int, int, int]]
     width: int
     height: int
     format: str
@@ -49,6 +52,8 @@ class Classifier(Protocol):
     def decode(self, data: bytes) -> Decoded: ...
 
     def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+    def aggregate(self, scores: np.ndarray) -> tuple[float, int]: ...
 
     def label(self, p_real: float) -> str: ...
 

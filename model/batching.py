@@ -4,12 +4,13 @@ caller's thread. Job chunks and evaluation share it, with the same CPU/GPU polic
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -59,12 +60,13 @@ def score_batches(
     model: BatchModel,
     *,
     on_progress: Callable[[int], None] = lambda _n: None,
-) -> Iterator[tuple[T, float | None]]:
-    """Each item with the model's score of its decoded pixels, or None where ``decode`` gave no pixels.
+) -> Iterator[tuple[T, np.ndarray | None]]:
+    """Each item with the model's scores of its views, or None where ``decode`` gave no views.
 
-    Items come back as they are handled: one without pixels at once, the others when their batch is
-    scored; ``on_progress(n)`` says each time that n more were handled. The model sees full batches only
-    (and the tail).
+    ``decode`` turns an item into its views (n, s, s, 3); views of different items share batches, so
+    the model sees full batches only (and one padded tail), whatever the number of views per image.
+    Items come back as they are handled: one without views at once, the others when their last view is
+    scored; ``on_progress(n)`` says each time that n more were handled.
     """
     batch = model.batch_size
     # Decoding is CPU work. On a CPU-only machine the model already uses every core, and a decode thread
@@ -73,11 +75,15 @@ def score_batches(
     ahead = batch * model.prefetch_batches
     source = iter(items)
     decoding: deque[tuple[T, Future[np.ndarray | None]]] = deque()
-    pending: list[tuple[T, np.ndarray]] = []
+    waiting = _Waiting[T]()
+    # Views per image so far, to size decoding in views: memory stays bounded by views, not images.
+    images, views = 0, 0
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="aiscan-decode") as pool:
         try:
             while True:
-                for item in islice(source, max(0, batch - len(pending) + ahead - len(decoding))):
+                per_image = views / images if images else 1.0
+                room = math.ceil((batch - waiting.views + ahead) / per_image) - len(decoding)
+                for item in islice(source, max(0, room)):
                     decoding.append((item, pool.submit(decode, item)))
                 if not decoding:
                     break
@@ -87,21 +93,54 @@ def score_batches(
                     on_progress(1)
                     yield item, None
                     continue
-                pending.append((item, pixels))
-                if len(pending) == batch:
-                    yield from _score(model, pending, on_progress)
-                    pending = []
-            yield from _score(model, pending, on_progress)
+                images, views = images + 1, views + len(pixels)
+                waiting.add(item, pixels)
+                while waiting.views >= batch:
+                    yield from waiting.score(model, batch, on_progress)
+            while waiting.views:
+                yield from waiting.score(model, batch, on_progress)
         finally:
             for _item, future in decoding:
                 future.cancel()
 
 
-def _score(
-    model: BatchModel, pending: list[tuple[T, np.ndarray]], on_progress: Callable[[int], None]
-) -> list[tuple[T, float | None]]:
-    if not pending:
-        return []
-    scores = model.predict(np.stack([pixels for _item, pixels in pending]))
-    on_progress(len(pending))
-    return [(item, float(p)) for (item, _pixels), p in zip(pending, scores, strict=True)]
+class _Waiting(Generic[T]):
+    """Decoded items whose views wait for the model, in order; an item may span two batches."""
+
+    def __init__(self) -> None:
+        # item, its views, how many are scored, their scores so far
+        self._items: deque[tuple[T, np.ndarray, list[np.ndarray]]] = deque()
+        self._first_done = 0  # views of the first item already scored
+        self.views = 0
+
+    def add(self, item: T, pixels: np.ndarray) -> None:
+        self._items.append((item, pixels, []))
+        self.views += len(pixels)
+
+    def score(
+        self, model: BatchModel, batch: int, on_progress: Callable[[int], None]
+    ) -> list[tuple[T, np.ndarray]]:
+        """Score the next ``batch`` views (fewer only at the end); the items that are now complete."""
+        parts, need, offset = [], batch, self._first_done
+        for _item, pixels, _scores in self._items:
+            part = pixels[offset : offset + need]
+            parts.append(part)
+            need -= len(part)
+            offset = 0
+            if not need:
+                break
+        scores = model.predict(np.concatenate(parts))
+        self.views -= len(scores)
+        done: list[tuple[T, np.ndarray]] = []
+        while len(scores):
+            item, pixels, got = self._items[0]
+            take = len(pixels) - self._first_done
+            got.append(scores[:take])
+            scores = scores[take:]
+            self._first_done += min(take, len(got[-1]))
+            if self._first_done == len(pixels):
+                self._items.popleft()
+                self._first_done = 0
+                done.append((item, np.concatenate(got)))
+        on_progress(len(done))
+        return done

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from aiscan.model.decode import Decoded, decode_image
+from aiscan.model.decode import decode_full
 from aiscan.model.device import accelerator_present
 from aiscan.model.errors import ModelError
+from aiscan.model.metadata import PreprocessSpec
 from aiscan.model.runner import Runner, load_runner
 from aiscan.model.thresholds import Thresholds
+from aiscan.model.views import Box, aggregate, make_views
+
+
+@dataclass(frozen=True)
+class ImageViews:
+    """One image as its model sees it: ``views`` (n, s, s, 3) uint8 and their boxes; the original size."""
+
+    views: np.ndarray
+    boxes: list[Box]
+    width: int
+    height: int
+    format: str
 
 
 @dataclass
 class ImageClassifier:
-    """Scores image bytes with one model artifact, applying its input size and thresholds."""
+    """Scores image bytes with one model artifact, applying its views (preprocess) and thresholds."""
 
     runner: Runner
     thresholds: Thresholds
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     max_bytes: int | None = None
     max_pixels: int | None = None
 
@@ -32,13 +46,18 @@ class ImageClassifier:
         # With a GPU, decoding two batches ahead keeps it busy; on a CPU the two compete for cores.
         return 2 if accelerator_present() else 0
 
-    def decode(self, data: bytes) -> Decoded:
-        return decode_image(
-            data, self.runner.input_size, max_bytes=self.max_bytes, max_pixels=self.max_pixels
-        )
+    def decode(self, data: bytes) -> ImageViews:
+        """The views the artifact asks for; the native-resolution pixels are dropped once cut."""
+        full = decode_full(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+        views = make_views(full.pixels, self.preprocess, self.runner.input_size)
+        return ImageViews(views.pixels, views.boxes, full.width, full.height, full.format)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self.runner.predict(pixels)
+
+    def aggregate(self, scores: np.ndarray) -> tuple[float, int]:
+        """An image's p_real from its views' scores, and the index of its most fake view."""
+        return aggregate(scores, self.preprocess.aggregate)
 
     def label(self, p_real: float) -> str:
         return self.thresholds.label(p_real)
@@ -63,4 +82,4 @@ def load_classifier(
             f"the model in {directory} (sha256 {runner.meta.sha256[:12]}) is not the registered one "
             f"(sha256 {expected_sha256[:12]}): re-import it with `aiscan model import`"
         )
-    return ImageClassifier(runner, runner.meta.thresholds, max_bytes, max_pixels)
+    return ImageClassifier(runner, runner.meta.thresholds, runner.meta.preprocess, max_bytes, max_pixels)

@@ -1,4 +1,5 @@
-"""Safe, fast image decoding: bytes -> square RGB uint8 arrays, with typed errors for bad input."""
+"""Safe image decoding: bytes -> native-resolution RGB uint8 pixels, the same way for every format,
+with typed errors for bad input."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 
 from aiscan.model.errors import DecodeError, NotAnImage, TooLarge, Truncated, Unsupported
 from aiscan.model.formats import FORMATS, sniff_image
+from aiscan.model.views import squash
 
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSE = {
@@ -29,8 +31,18 @@ _MSG_LIMIT = 160
 
 
 @dataclass(frozen=True)
+class FullImage:
+    """An image at native resolution: ``pixels`` is (height, width, 3) RGB uint8, EXIF orientation applied."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
 class Decoded:
-    """A decoded image: ``pixels`` is (size, size, 3) RGB uint8; width/height are the original size."""
+    """A squashed image: ``pixels`` is (size, size, 3) RGB uint8; width/height are the original size."""
 
     pixels: np.ndarray
     width: int
@@ -110,6 +122,22 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # P, CMYK, YCbCr, HSV
 
 
+def decode_full(data: bytes, *, max_bytes: int | None = None, max_pixels: int | None = None) -> FullImage:
+    """Decode ``data`` at native resolution, the same way for every format (no JPEG draft scaling).
+
+    ``max_pixels`` defaults to Pillow's ``Image.MAX_IMAGE_PIXELS``; every failure is a DecodeError.
+    """
+    if not data:
+        raise NotAnImage("not an image: empty file")
+    if max_bytes is not None and len(data) > max_bytes:
+        raise TooLarge(f"image too large: {len(data)} bytes > limit {max_bytes}")
+    im = _open(data)
+    try:
+        return _decode_opened(im, max_pixels)
+    finally:
+        im.close()
+
+
 def decode_image(
     data: bytes,
     size: int,
@@ -117,25 +145,14 @@ def decode_image(
     max_bytes: int | None = None,
     max_pixels: int | None = None,
 ) -> Decoded:
-    """Decode ``data`` to a ``size`` x ``size`` RGB uint8 array (squashed, EXIF orientation applied).
-
-    ``max_pixels`` defaults to Pillow's ``Image.MAX_IMAGE_PIXELS``; every failure is a DecodeError.
-    """
+    """Decode ``data`` and squash it to ``size`` x ``size`` (the ``resize`` view of model/views.py)."""
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    if not data:
-        raise NotAnImage("not an image: empty file")
-    if max_bytes is not None and len(data) > max_bytes:
-        raise TooLarge(f"image too large: {len(data)} bytes > limit {max_bytes}")
-
-    im = _open(data)
-    try:
-        return _decode_opened(im, size, max_pixels)
-    finally:
-        im.close()
+    full = decode_full(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    return Decoded(squash(full.pixels, size), full.width, full.height, full.format)
 
 
-def _decode_opened(im: Image.Image, size: int, max_pixels: int | None) -> Decoded:
+def _decode_opened(im: Image.Image, max_pixels: int | None) -> FullImage:
     fmt = im.format or "unknown"
     width, height = im.size
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
@@ -146,27 +163,21 @@ def _decode_opened(im: Image.Image, size: int, max_pixels: int | None) -> Decode
         raise TooLarge(f"image too large: {width}x{height} pixels > limit {limit}")
 
     try:
-        if fmt in ("JPEG", "MPO"):
-            # DCT scaling to 1/2, 1/4 or 1/8 while keeping both sides >= size.
-            im.draft("RGB", (size, size))
         im.load()
         orientation = _orientation(im)
         try:
             im = _normalise_mode(im)
         except ValueError as e:
             raise Unsupported(f"unsupported image: cannot convert mode {im.mode}") from e
-        im = im.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
         if im.mode == "RGBA":
-            # RGBA resize premultiplies alpha, so compositing after it stays correct.
             background = Image.new("RGB", im.size, _WHITE)
             background.paste(im, mask=im.getchannel("A"))
             im = background
         elif im.mode != "RGB":
             im = im.convert("RGB")
         if orientation != 1:
-            # Squashing to a square commutes with the flips/rotations, so rotate the small image.
             im = im.transpose(_TRANSPOSE[orientation])
-        pixels = np.array(im, dtype=np.uint8)
+        pixels = np.asarray(im, dtype=np.uint8)
     except DecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError) as e:
@@ -181,8 +192,7 @@ def _decode_opened(im: Image.Image, size: int, max_pixels: int | None) -> Decode
         # Plugins raise IndexError/TypeError/KeyError on hostile streams; still a bad file.
         raise Truncated(f"image is corrupt: {type(e).__name__}: {_short(e)}") from e
 
-    if pixels.shape != (size, size, 3):
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise Unsupported(f"unsupported image: decoded to shape {pixels.shape}")
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return Decoded(pixels=pixels, width=width, height=height, format=fmt)
+    height, width = pixels.shape[:2]
+    return FullImage(pixels=pixels, width=width, height=height, format=fmt)

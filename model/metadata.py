@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -19,6 +19,11 @@ FORMAT = "aiscan-model/1"
 # Pixel conventions a model can have baked in (see model/layers.py's Preprocess).
 SCALES = ("symmetric", "unit", "raw")
 CHANNEL_ORDERS = ("rgb", "bgr")
+# How a model looks at an image (model/views.py): squashed whole, one native-resolution crop, native
+# tiles, or tiles plus a squashed view. Older artifacts, which do not say, were all squashed.
+PREPROCESS_MODES = ("resize", "center-crop", "tiles", "tiles+global")
+# How the scores of an image's views become its p_real (model/views.py's aggregate).
+AGGREGATES = ("fake-quartile", "mean", "min")
 
 
 def file_sha256(path: Path | str) -> str:
@@ -40,6 +45,45 @@ def _utc_now() -> str:
 
 
 @dataclass
+class PreprocessSpec:
+    """How a model looks at an image: the view ``mode``, at most ``max_tiles`` tiles, and the
+    ``aggregate`` rule that turns the views' scores into the image's p_real."""
+
+    mode: str = "resize"
+    max_tiles: int = 16
+    aggregate: str = "fake-quartile"
+
+    def __post_init__(self) -> None:
+        if self.mode not in PREPROCESS_MODES:
+            raise ModelError(
+                f"unknown preprocess mode {self.mode!r}; expected one of {', '.join(PREPROCESS_MODES)}"
+            )
+        if self.aggregate not in AGGREGATES:
+            raise ModelError(
+                f"unknown aggregate rule {self.aggregate!r}; expected one of {', '.join(AGGREGATES)}"
+            )
+        if not isinstance(self.max_tiles, int) or self.max_tiles < 1:
+            raise ModelError(f"max_tiles must be a positive integer, not {self.max_tiles!r}")
+
+    @property
+    def tiled(self) -> bool:
+        return self.mode.startswith("tiles")
+
+    @property
+    def native(self) -> bool:
+        """Whether the model sees native-resolution pixels (every mode but resize)."""
+        return self.mode != "resize"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
 class ArtifactMeta:
     """What a model expects and means. Inputs are always uint8 RGB (s, s, 3) and the output is
     p_real (N,): ``channel_order`` and ``scale`` record the preprocessing baked into the model,
@@ -51,6 +95,7 @@ class ArtifactMeta:
     scale: str = "symmetric"
     output: dict[str, Any] = field(default_factory=lambda: {"kind": "sigmoid", "means": "real"})
     thresholds: Thresholds = field(default_factory=Thresholds)
+    preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     metrics: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     created_at: str = field(default_factory=_utc_now)
@@ -74,6 +119,7 @@ class ArtifactMeta:
             if f.name != "extra":
                 data[f.name] = getattr(self, f.name)
         data["thresholds"] = self.thresholds.to_dict()
+        data["preprocess"] = self.preprocess.to_dict()
         return data
 
     @classmethod
@@ -87,10 +133,12 @@ class ArtifactMeta:
         kwargs = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known and k not in ("format", "extra")}
         thresholds = kwargs.get("thresholds")
+        preprocess = kwargs.get("preprocess")
         try:
             kwargs["thresholds"] = Thresholds.from_dict(thresholds) if thresholds else Thresholds()
+            kwargs["preprocess"] = PreprocessSpec.from_dict(preprocess) if preprocess else PreprocessSpec()
             return cls(**kwargs, extra=extra)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ModelError(f"invalid model metadata: {exc}") from exc
 
 

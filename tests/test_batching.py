@@ -1,5 +1,5 @@
 """The scoring engine's scheduling: bounded read-ahead, decoding that takes turns with a CPU model and
-runs ahead of an accelerator, full batches."""
+runs ahead of an accelerator, full batches shared by the views of several images."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from aiscan.model.batching import read_ahead, read_window, score_batches
 
 
 class FakeModel:
-    """Scores an image by its first pixel / 255; records the batch sizes and what ``during`` says."""
+    """Scores a view by its first pixel / 255; records the batch sizes and what ``during`` says."""
 
     def __init__(self, batch_size: int, prefetch_batches: int, during: Callable[[], object]) -> None:
         self.batch_size = batch_size
@@ -30,10 +30,12 @@ class FakeModel:
 
 
 class Decoder:
-    """Decodes an int to a 2x2 image of that value, -1 to None; counts calls started and running."""
+    """Decodes an int to ``views(item)`` 2x2 views of that value, -1 to None; counts calls started and
+    running."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, views: Callable[[int], int] = lambda _item: 1) -> None:
         self.delay = delay
+        self.views = views
         self.started = 0
         self.running = 0
         self.lock = threading.Lock()
@@ -45,7 +47,7 @@ class Decoder:
         time.sleep(self.delay)
         with self.lock:
             self.running -= 1
-        return None if item < 0 else np.full((2, 2, 3), item, np.uint8)
+        return None if item < 0 else np.full((self.views(item), 2, 2, 3), item, np.uint8)
 
 
 def test_every_item_comes_back_once_with_its_score_and_the_model_sees_full_batches() -> None:
@@ -55,10 +57,25 @@ def test_every_item_comes_back_once_with_its_score_and_the_model_sees_full_batch
     progress: list[int] = []
     out = list(score_batches(items, decoder, model, on_progress=progress.append))
     assert sorted(item for item, _ in out) == sorted(items)
-    for item, score in out:
-        assert score is None if item < 0 else score == pytest.approx(item / 255.0)
+    for item, scores in out:
+        assert scores is None if item < 0 else scores == pytest.approx([item / 255.0])
     assert model.batches == [3, 3, 1]
     assert sum(progress) == len(items) and progress.count(1) >= 2
+
+
+def test_views_of_several_images_share_full_batches() -> None:
+    # Tiled images: 1 to 5 views each; an image's views may span two batches.
+    items = [1, 2, 3, 4, 5, -1, 3, 1, 4]
+    decoder = Decoder(views=lambda item: item)
+    model = FakeModel(batch_size=4, prefetch_batches=0, during=lambda: None)
+    progress: list[int] = []
+    out = list(score_batches(items, decoder, model, on_progress=progress.append))
+    assert sorted(item for item, _ in out) == sorted(items)
+    for item, scores in out:
+        assert scores is None if item < 0 else list(scores) == pytest.approx([item / 255.0] * item)
+    total = sum(i for i in items if i > 0)
+    assert model.batches == [4] * (total // 4) + ([total % 4] if total % 4 else [])
+    assert sum(progress) == len(items)
 
 
 def test_on_a_cpu_decoding_waits_while_the_model_runs() -> None:

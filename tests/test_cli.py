@@ -21,6 +21,7 @@ from tinymodels import save_tiny_classifier
 
 from aiscan.jobs.reports import COLUMNS
 from aiscan.jobs.settings import get_settings
+from aiscan.jobs.store import db as store_db
 from aiscan.model.decode import decode_image
 from aiscan.training.synth import write_archive
 from bench.detector import untrained_detector
@@ -299,7 +300,7 @@ def test_scan_into_postgresql(
     env = aiscan_env(os.environ, AISCAN_HOME=str(tmp_path), AISCAN_DATABASE_URL=postgres_url)
     proc = run_aiscan(["model", "list"], env, check=False)
     assert proc.returncode == 1 and "run `aiscan db upgrade`" in proc.stderr
-    assert "database at revision 0003" in invoke("db", "upgrade")
+    assert f"database at revision {store_db.head_revision()}" in invoke("db", "upgrade")
 
     save_tiny_classifier(tmp_path / "m.keras", 48, seed=2)
     invoke("model", "import", str(tmp_path / "m.keras"), "--name", "pg", "--scale", "symmetric")

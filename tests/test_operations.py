@@ -124,7 +124,18 @@ def test_known_scores_are_this_models_classified_content(db: Database) -> None:
     chunk = add_chunk(db, job_id, 0, ["/a", "/b", "/c"], refs_so_far=3)
     assert chunk is not None
     rows = [
-        ResultRow("/a", sha256="1" * 64, p_real=0.9, label="real", width=4, height=3, format="PNG"),
+        ResultRow(
+            "/a",
+            sha256="1" * 64,
+            p_real=0.9,
+            label="real",
+            width=4,
+            height=3,
+            format="PNG",
+            tiles=2,
+            tile_box="0,0,4,3",
+            tile_p_real=0.85,
+        ),
         ResultRow("/b", sha256="2" * 64, error_kind="truncated", error="cut short"),
     ]
     commit_chunk(db, job_id, chunk, model_id, rows)
@@ -134,7 +145,16 @@ def test_known_scores_are_this_models_classified_content(db: Database) -> None:
     commit_chunk(db, other_job, other_chunk, other_model, [ResultRow("/x", sha256="3" * 64, p_real=0.1)])
     known = known_scores(db, {"1" * 64, "2" * 64, "3" * 64}, model_id)
     assert list(known) == ["1" * 64]
-    assert (known["1" * 64].p_real, known["1" * 64].label, known["1" * 64].format) == (0.9, "real", "PNG")
+    assert known["1" * 64] == {
+        "p_real": 0.9,
+        "label": "real",
+        "tiles": 2,
+        "tile_box": "0,0,4,3",
+        "tile_p_real": 0.85,
+        "width": 4,
+        "height": 3,
+        "format": "PNG",
+    }
     assert known_scores(db, set(), model_id) == {}
 
 

@@ -51,15 +51,15 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _pixels(
+def _views(
     classifier: ImageClassifier, edit: Callable[[bytes], bytes] | None, item: tuple[int, bytes | None]
 ) -> np.ndarray | None:
-    """Pixels of one read file (after ``edit`` when given), or None when it could not be read or decoded."""
+    """The views its model scores of one read file, edited first if asked; None if unreadable."""
     _index, data = item
     if data is None:
         return None
     try:
-        return classifier.decode(data if edit is None else edit(data)).pixels
+        return classifier.decode(data if edit is None else edit(data)).views
     except DecodeError:
         return None
 
@@ -82,13 +82,13 @@ def _score_files(
     scores: dict[int, float] = {}
     skipped: list[int] = []
     read_files = read_ahead(read, range(len(paths)), workers=READ_THREADS, window=read_window(classifier))
-    for (index, _data), score in score_batches(
-        read_files, partial(_pixels, classifier, edit), classifier, on_progress=on_batch or (lambda _n: None)
+    for (index, _data), views in score_batches(
+        read_files, partial(_views, classifier, edit), classifier, on_progress=on_batch or (lambda _n: None)
     ):
-        if score is None:
+        if views is None:
             skipped.append(index)
         else:
-            scores[index] = score
+            scores[index] = classifier.aggregate(views)[0]
     return scores, skipped
 
 
@@ -145,13 +145,15 @@ def evaluate_robustness(
     calls sum to ``len(evaluation.paths) * len(conditions)``.
     """
     classifier = load_classifier(evaluation.model_dir, batch_size=batch_size)
-    limits = {"max_bytes": classifier.max_bytes, "max_pixels": classifier.max_pixels}
     results: dict[str, dict[str, Any]] = {}
     for condition in conditions:
         if on_condition is not None:
             on_condition(condition)
         scores, skipped = _score_files(
-            classifier, evaluation.paths, on_batch, partial(condition.apply, **limits)
+            classifier,
+            evaluation.paths,
+            on_batch,
+            partial(condition.apply, max_bytes=classifier.max_bytes, max_pixels=classifier.max_pixels),
         )
         kept = sorted(scores)
         edited = np.array([scores[i] for i in kept], dtype=np.float64)

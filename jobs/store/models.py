@@ -129,6 +129,10 @@ class Result(Base):
     format: Mapped[str | None] = mapped_column(String(20))
     p_real: Mapped[float | None] = mapped_column(Float)
     label: Mapped[str | None] = mapped_column(String(20))
+    # How the score was made (0004): views scored, and the most fake one's box "x,y,w,h" and p_real.
+    tiles: Mapped[int | None] = mapped_column(Integer)
+    tile_box: Mapped[str | None] = mapped_column(String(64))
+    tile_p_real: Mapped[float | None] = mapped_column(Float)
     error_kind: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     etag: Mapped[str | None] = mapped_column(String(200))
@@ -148,6 +152,9 @@ class ResultRow:
     format: str | None = None
     p_real: float | None = None
     label: str | None = None
+    tiles: int | None = None
+    tile_box: str | None = None
+    tile_p_real: float | None = None
     error_kind: str | None = None
     error: str | None = None
     etag: str | None = None

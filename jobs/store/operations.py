@@ -220,29 +220,21 @@ def unscored_refs(db: Database, job_id: int, chunk_id: int) -> Unscored | None:
 # -- results -----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KnownScore:
-    """What a model already said about an image's content."""
-
-    p_real: float | None
-    label: str | None
-    width: int | None
-    height: int | None
-    format: str | None
+# What a model's score of some content is made of: the columns a reused score copies.
+KNOWN_COLUMNS = ("p_real", "label", "tiles", "tile_box", "tile_p_real", "width", "height", "format")
 
 
-def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[str, KnownScore]:
-    """Scores ``model_id`` gave these contents in any job, by sha256; failed images are not known."""
+def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[str, dict[str, Any]]:
+    """The ``KNOWN_COLUMNS`` ``model_id`` gave these contents in any job, by sha256; failed images are
+    not known."""
     if not sha256s:
         return {}
-    query = select(
-        Result.sha256, Result.p_real, Result.label, Result.width, Result.height, Result.format
-    ).where(Result.model_id == model_id, Result.sha256.in_(sha256s), Result.p_real.is_not(None))
+    query = select(Result.sha256, *(getattr(Result, c) for c in KNOWN_COLUMNS)).where(
+        Result.model_id == model_id, Result.sha256.in_(sha256s), Result.p_real.is_not(None)
+    )
     with db.session() as s:
         return {
-            sha: KnownScore(p_real, label, width, height, fmt)
-            for sha, p_real, label, width, height, fmt in s.execute(query)
-            if sha is not None
+            sha: dict(zip(KNOWN_COLUMNS, values, strict=True)) for sha, *values in s.execute(query) if sha
         }
 
 
