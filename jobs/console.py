@@ -37,7 +37,6 @@ MODEL_META_KEYS = (
     "input_size",
     "channel_order",
     "scale",
-    "preprocess",
     "output",
     "thresholds",
     "metrics",
@@ -164,15 +163,13 @@ def model_record(row: DetectorModel) -> dict[str, Any]:
 def print_models(records: list[dict[str, Any]]) -> None:
     """`aiscan model list`: one row per model record, the default starred."""
     table = Table()
-    for col in ("model", "default", "input", "preprocess", "source", "sha256"):
+    for col in ("model", "default", "input", "source", "sha256"):
         table.add_column(col)
     for r in records:
         table.add_row(
             r["ref"],
             "*" if r["default"] else "",
             str(r["meta"].get("input_size")),
-            # Artifacts from before preprocess was declared were all squashed.
-            (r["meta"].get("preprocess") or {}).get("mode", "resize"),
             str(r["meta"].get("source", ""))[:48],
             r["sha256"][:12],
         )
@@ -229,13 +226,14 @@ def print_evaluation(title: str, metrics: Mapping[str, Any], skipped: int) -> No
 
 
 def print_robustness(clean: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]]) -> None:
-    """`aiscan evaluate --robustness`: each condition's metrics, with the change against the clean images."""
+    """`aiscan evaluate --robustness`: each condition's metrics, each with its change against clean."""
     table = Table(title="robustness: the same images after everyday edits (change vs clean)")
-    table.add_column("condition")
-    for col in ("images", *ROBUSTNESS_COLUMNS.values()):
-        table.add_column(col, justify="right")
+    table.add_column("condition", no_wrap=True)
+    table.add_column("images", justify="right", no_wrap=True)
+    for heading in ROBUSTNESS_COLUMNS.values():
+        table.add_column(heading, justify="right")
     table.add_row("clean", str(clean["n"]), *(_fmt(clean[key]) for key in ROBUSTNESS_COLUMNS))
     for name, row in conditions.items():
-        cells = [f"{_fmt(row[key])} ({_signed(row['delta'][key])})" for key in ROBUSTNESS_COLUMNS]
+        cells = (f"{_fmt(row[key])} ({_signed(row['delta'][key])})" for key in ROBUSTNESS_COLUMNS)
         table.add_row(name, str(row["files"]["scored"]), *cells)
     out_console.print(table)
