@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -27,12 +28,20 @@ from aiscan.jobs.store.queries import (
 from aiscan.jobs.submit import cancel_job, retry_job, submit_job
 from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.model.errors import ModelError  # plain exceptions: importing them loads no Keras
-from aiscan.model.metadata import CHANNEL_ORDERS, META_FILE, SCALES  # constants: no Keras
+from aiscan.model.metadata import (  # constants: no Keras
+    CHANNEL_ORDERS,
+    META_FILE,
+    PREPROCESS_MODES,
+    SCALES,
+    PreprocessSpec,
+)
+from aiscan.training.augment import Augment  # numpy and Pillow only
 
 if TYPE_CHECKING:
     from aiscan.training.train import EpochLog
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _database(settings: Settings) -> store_db.Database:
@@ -252,6 +261,28 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _preprocess_options(default: str, help_text: str) -> Callable[[F], F]:
+    """--preprocess and --max-tiles: how the model looks at images, recorded in its artifact."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--max-tiles",
+            type=click.IntRange(min=1),
+            default=PreprocessSpec.max_tiles,
+            show_default=True,
+            help="At most this many tiles scored per image (tiles and tiles+global).",
+        )(command)
+        return click.option(
+            "--preprocess",
+            type=click.Choice(PREPROCESS_MODES),
+            default=default,
+            show_default=True,
+            help=help_text,
+        )(command)
+
+    return decorate
+
+
 @model.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--name", required=True, help="Registry name; each import adds a version.")
@@ -277,8 +308,20 @@ def _check_name(name: str) -> str:
     show_default=True,
     help="For a 1-unit sigmoid output: what a high value means.",
 )
+@_preprocess_options(
+    "resize",
+    "How the model looks at images: resize squashes each whole image to the input size, as the "
+    "models of the original apps expect; the other modes score native-resolution crops.",
+)
 def model_import(
-    file: str, name: str, channel_order: str, scale: str, real_index: int | None, sigmoid_means: str
+    file: str,
+    name: str,
+    channel_order: str,
+    scale: str,
+    real_index: int | None,
+    sigmoid_means: str,
+    preprocess: str,
+    max_tiles: int,
 ) -> None:
     """Import an existing Keras model FILE (.keras or legacy .h5) with its conventions."""
     from aiscan.model.importer import import_keras_file
@@ -295,6 +338,7 @@ def model_import(
             scale=scale,
             real_index=real_index,
             sigmoid_means=sigmoid_means,
+            preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles),
         ),
     )
     click.echo(
@@ -396,7 +440,27 @@ def db_upgrade(revision: str) -> None:
     show_default=True,
     help="Early stopping: epochs without a better validation loss.",
 )
-@click.option("--no-augment", is_flag=True, help="Train on the images as they are.")
+@_preprocess_options(
+    "tiles",
+    "How the model looks at images, recorded in its artifact: tiles (native-resolution crops of the "
+    "input size, scored and aggregated; recommended), tiles+global (plus the whole image squashed), "
+    "center-crop, or resize (squash the whole image, which erases generation traces).",
+)
+@click.option(
+    "--blur-prob",
+    type=click.FloatRange(0, 1),
+    default=Augment.blur,
+    show_default=True,
+    help="Share of training views blurred (Gaussian, sigma 0 to 3), both classes.",
+)
+@click.option(
+    "--jpeg-prob",
+    type=click.FloatRange(0, 1),
+    default=Augment.jpeg,
+    show_default=True,
+    help="Share of training views re-compressed as JPEG (quality 30 to 100), both classes.",
+)
+@click.option("--no-augment", is_flag=True, help="Train on the views as they are: no flips, blur or JPEG.")
 @click.option(
     "--max-real-flagged",
     type=click.FloatRange(0, 1),
@@ -423,6 +487,10 @@ def train(
     learning_rate: float,
     val_fraction: float,
     patience: int,
+    preprocess: str,
+    max_tiles: int,
+    blur_prob: float,
+    jpeg_prob: float,
     no_augment: bool,
     max_real_flagged: float | None,
     uncertain_band: float,
@@ -444,7 +512,8 @@ def train(
         learning_rate=learning_rate,
         val_fraction=val_fraction,
         patience=patience,
-        augment=not no_augment,
+        preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles),
+        augment=None if no_augment else Augment(blur=blur_prob, jpeg=jpeg_prob),
         max_real_flagged=max_real_flagged,
         uncertain_band=uncertain_band,
         seed=seed,

@@ -55,8 +55,8 @@ def _train_demo_model(
         seed=0,
     )
     console.print(
-        f"training an InceptionV3 detector from scratch at {DEMO_INPUT_SIZE} px "
-        f"for {epochs} epochs on the CPU ..."
+        f"training an InceptionV3 detector from scratch on {DEMO_INPUT_SIZE}-px "
+        f"{config.preprocess.mode} for {epochs} epochs on the CPU ..."
     )
     started = time.monotonic()
 

@@ -11,7 +11,7 @@ import keras
 from aiscan.model.artifact import Artifact, save_artifact
 from aiscan.model.errors import ModelError
 from aiscan.model.layers import Preprocess, RealProbability
-from aiscan.model.metadata import CHANNEL_ORDERS, SCALES, ArtifactMeta, file_sha256
+from aiscan.model.metadata import CHANNEL_ORDERS, SCALES, ArtifactMeta, PreprocessSpec, file_sha256
 
 
 def _load_foreign_model(src: Path) -> keras.Model:
@@ -73,11 +73,13 @@ def import_keras_file(
     scale: str = "unit",
     real_index: int | None = None,
     sigmoid_means: str = "real",
+    preprocess: PreprocessSpec | None = None,
 ) -> Artifact:
     """Wrap an existing .keras/.h5 classifier as uint8 RGB -> its preprocessing -> it -> p_real.
 
     channel_order and scale describe what the ORIGINAL model expects; one sigmoid unit means
-    ``sigmoid_means`` ("real" or "fake"); a two-unit output needs ``real_index``.
+    ``sigmoid_means`` ("real" or "fake"); a two-unit output needs ``real_index``. ``preprocess``
+    says how it looks at images (default: resize, the original apps' convention).
     """
     src = Path(src).expanduser()
     if channel_order not in CHANNEL_ORDERS:
@@ -135,6 +137,7 @@ def import_keras_file(
         channel_order=channel_order,
         scale=scale,
         output=output,
+        preprocess=preprocess or PreprocessSpec(),
         source=f"import:{src.resolve()} sha256={file_sha256(src)}",
     )
     return save_artifact(wrapped, Path(directory), meta)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from aiscan.training.dataset import DatasetError, ImageBatches, find_labelled, stratified_split
 from aiscan.training.synth import write_labelled_set
@@ -60,3 +61,53 @@ def test_stratified_split_keeps_ratio_and_is_seeded(tmp_path: Path) -> None:
     assert len(train) + len(val) == 40
     assert not set(train.paths) & set(val.paths)
     assert stratified_split(files, 0.2, seed=1)[1].paths == val.paths
+
+
+def _noise_png(path: Path, width: int, height: int, seed: int) -> np.ndarray:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return pixels
+
+
+def _offset_in(crop: np.ndarray, full: np.ndarray) -> tuple[int, int] | None:
+    """Where ``crop`` sits in ``full`` pixel for pixel, or None."""
+    size = crop.shape[0]
+    for y in range(full.shape[0] - size + 1):
+        for x in range(full.shape[1] - size + 1):
+            if np.array_equal(full[y : y + size, x : x + size], crop):
+                return x, y
+    return None
+
+
+def test_native_views_are_crops_never_resized(tmp_path: Path) -> None:
+    for label in ("REAL", "FAKE"):
+        (tmp_path / label).mkdir()
+    big = _noise_png(tmp_path / "REAL" / "big.png", 120, 90, seed=1)
+    small = _noise_png(tmp_path / "FAKE" / "small.png", 40, 30, seed=2)
+    files = find_labelled(tmp_path)
+    batches = ImageBatches(files, 75, 2, native=True, shuffle=True, seed=3)
+    offsets = set()
+    for _epoch in range(6):
+        x, y = batches[0]
+        for view, label in zip(x, y, strict=True):
+            assert view.shape == (75, 75, 3)
+            if label:
+                offset = _offset_in(view, big)
+                assert offset is not None, "a training view is not a native-resolution crop"
+                offsets.add(offset)
+            else:
+                # Smaller than the input: repeated to fill it, never upscaled.
+                tiled = np.tile(small, (3, 2, 1))
+                assert _offset_in(view, tiled) is not None
+        batches.on_epoch_end()
+    assert len(offsets) > 3, "each epoch should take a new random crop"
+
+
+def test_validation_views_stay_the_same_every_epoch(tmp_path: Path) -> None:
+    write_labelled_set(tmp_path, 3, 3, size=(150, 110), seed=4)
+    batches = ImageBatches(find_labelled(tmp_path), 75, 6, native=True, seed=5)
+    first = batches[0][0]
+    batches.on_epoch_end()
+    np.testing.assert_array_equal(batches[0][0], first)
+    squashed = ImageBatches(find_labelled(tmp_path), 75, 6)[0][0]
+    assert squashed.shape == first.shape and not np.array_equal(squashed, first)

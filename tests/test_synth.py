@@ -1,4 +1,4 @@
-"""Tests of training.synth: determinism, layouts, the mixed archive and class separability."""
+"""Tests of training.synth: determinism, layouts, formats, the mixed archive and class separability."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from aiscan.model.decode import decode_image
+from aiscan.model.decode import decode_full, decode_image
 from aiscan.model.errors import DecodeError
 from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
+from aiscan.model.views import random_crop
 from aiscan.training.synth import camera_like, generator_like, write_archive, write_labelled_set
+
+FORMAT_OF = {".jpg": "JPEG", ".png": "PNG"}
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -62,8 +65,9 @@ def test_labelled_set_is_deterministic(tmp_path):
     write_labelled_set(tmp_path / "c", 4, 3, size=(48, 40), seed=10)
     da, db, dc = (tree_digest(tmp_path / n) for n in "abc")
     assert da == db
-    assert da.keys() == dc.keys()
-    assert all(da[k] != dc[k] for k in da)
+    # Another seed draws other images, and other formats: the same names up to the extension.
+    assert {Path(k).stem for k in da} == {Path(k).stem for k in dc}
+    assert not set(da.values()) & set(dc.values())
 
 
 def test_flat_layout(tmp_path):
@@ -71,12 +75,30 @@ def test_flat_layout(tmp_path):
     assert counts == {"real": 6, "fake": 5}
     real = sorted((tmp_path / "REAL").iterdir())
     fake = sorted((tmp_path / "FAKE").iterdir())
-    assert [p.name for p in real] == [f"real_{i:05d}.jpg" for i in range(6)]
-    assert [p.name for p in fake] == [f"fake_{i:05d}.png" for i in range(5)]
+    assert [p.stem for p in real] == [f"real_{i:05d}" for i in range(6)]
+    assert [p.stem for p in fake] == [f"fake_{i:05d}" for i in range(5)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FAKE", "REAL"]
-    for path, fmt in [(p, "JPEG") for p in real] + [(p, "PNG") for p in fake]:
+    for path in real + fake:
         with Image.open(path) as im:
-            assert (im.format, im.mode, im.size) == (fmt, "RGB", (64, 48))
+            assert (im.format, im.mode, im.size) == (FORMAT_OF[path.suffix], "RGB", (64, 48))
+
+
+@pytest.mark.parametrize("style", ["scenes", "traces"])
+def test_both_classes_come_in_both_formats(tmp_path, style):
+    # A detector must not be able to tell the classes by the container ("Fake or JPEG?").
+    write_labelled_set(tmp_path, 30, 30, size=(96, 80), vary_size=True, style=style, seed=3)
+    for cls in ("REAL", "FAKE"):
+        formats = Counter()
+        for path in (tmp_path / cls).iterdir():
+            with Image.open(path) as im:
+                assert im.format == FORMAT_OF[path.suffix]
+                formats[im.format] += 1
+        assert formats["JPEG"] >= 8 and formats["PNG"] >= 8, (cls, formats)
+
+
+def test_bad_style_rejected(tmp_path):
+    with pytest.raises(ValueError, match="style"):
+        write_labelled_set(tmp_path, 1, 1, style="photos")
 
 
 def test_cifake_layout(tmp_path):
@@ -101,24 +123,27 @@ def test_bad_layout_rejected(tmp_path):
 
 def test_vary_size(tmp_path):
     write_labelled_set(tmp_path, 12, 12, size=(80, 60), vary_size=True, seed=2)
-    sizes = []
+    sizes = {}
     for p in tmp_path.rglob("*.*"):
         with Image.open(p) as im:
-            sizes.append(im.size)
-    assert len(set(sizes)) > 5
-    for w, h in sizes:
+            sizes.setdefault(p.parent.name, []).append(im.size)
+    assert len(set(sizes["REAL"] + sizes["FAKE"])) > 5
+    for w, h in sizes["REAL"] + sizes["FAKE"]:
         assert 60 <= w <= 100 and 45 <= h <= 75
+    # Both classes draw their sizes alike, so size tells nothing about the class.
+    real_area, fake_area = (np.mean([w * h for w, h in sizes[c]]) for c in ("REAL", "FAKE"))
+    assert abs(real_area - fake_area) < 0.15 * real_area
 
 
-def test_jpeg_quality_varies(tmp_path):
-    write_labelled_set(tmp_path, 12, 0, size=(64, 64), seed=4)
+def test_jpeg_quality_is_high_and_varies(tmp_path):
+    write_labelled_set(tmp_path, 20, 20, size=(64, 64), seed=4)
     luma_q0 = set()
-    for p in (tmp_path / "REAL").iterdir():
+    for p in tmp_path.rglob("*.jpg"):
         with Image.open(p) as im:
             luma_q0.add(im.quantization[0][0])
-    # Quality 70..95 gives DC quantisers between about 2 and 10.
-    assert len(luma_q0) > 2
-    assert all(1 <= q <= 12 for q in luma_q0)
+    # Quality 90..98 gives DC quantisers between 1 and 3 (quality 75 would give 8).
+    assert len(luma_q0) > 1
+    assert all(1 <= q <= 3 for q in luma_q0)
 
 
 def test_generation_is_fast(tmp_path):
@@ -148,8 +173,9 @@ def test_archive_mapping_matches_disk(archive):
     }
     # Nested folders, mixed-case extensions and one file found only by its content.
     assert max(len(Path(p).relative_to(root).parts) for p in truth) >= 3
-    suffixes = {Path(p).suffix for p in truth}
-    assert ".JPG" in suffixes and ".jpg" in suffixes
+    suffixes = {Path(p).suffix for p in truth if truth[p] in ("real", "fake")}
+    assert {s.lower() for s in suffixes} == {"", ".jpg", ".png"}
+    assert any(s.isupper() for s in suffixes) and any(s.islower() for s in suffixes if s)
     no_ext = [p for p, o in truth.items() if not Path(p).suffix]
     assert len(no_ext) == 1 and truth[no_ext[0]] in ("real", "fake")
     assert sniff_image(Path(no_ext[0]).read_bytes()[:32])
@@ -163,7 +189,7 @@ def test_archive_outcomes_match_decoder(archive):
         if outcome in ("real", "fake"):
             d = decode_image(data, 75)
             assert d.pixels.shape == (75, 75, 3)
-            assert d.format == ("JPEG" if outcome == "real" else "PNG")
+            assert d.format == FORMAT_OF.get(suffix, d.format) and d.format in ("JPEG", "PNG")
             assert (d.width, d.height) == (160, 120)
         elif outcome == "skipped":
             # A scanner picks files by extension or magic number; these have neither.
@@ -238,3 +264,38 @@ def test_generator_colours_are_more_saturated():
     real = np.mean([saturation(camera_like(np.random.default_rng(i), 64, 64)) for i in range(20)])
     fake = np.mean([saturation(generator_like(np.random.default_rng(i), 64, 64)) for i in range(20)])
     assert fake > real + 0.15
+
+
+def residual_noise(pixels: np.ndarray) -> float:
+    """Median absolute Laplacian after a 2x2 box filter: pixel-level noise, blind to a 2-px checkerboard."""
+    g = pixels.astype(np.float32).mean(axis=2)
+    g = (g[1:, 1:] + g[:-1, 1:] + g[1:, :-1] + g[:-1, :-1]) / 4
+    return float(np.median(np.abs(laplacian(g))))
+
+
+def best_split_accuracy(real: np.ndarray, fake: np.ndarray) -> float:
+    """The accuracy of the best single threshold on one number, either way round."""
+    best = 0.0
+    for t in np.concatenate([real, fake]):
+        accuracy = ((real > t).sum() + (fake <= t).sum()) / (len(real) + len(fake))
+        best = max(best, accuracy, 1 - accuracy)
+    return best
+
+
+def test_trace_only_classes_differ_at_native_resolution_only(tmp_path):
+    write_labelled_set(tmp_path, 40, 40, size=(320, 320), vary_size=True, style="traces", seed=3)
+    rng = np.random.default_rng(0)
+    squashed: dict[str, list[float]] = {"REAL": [], "FAKE": []}
+    cropped: dict[str, list[float]] = {"REAL": [], "FAKE": []}
+    for cls in ("REAL", "FAKE"):
+        for path in sorted((tmp_path / cls).iterdir()):
+            data = path.read_bytes()
+            full = decode_full(data)
+            assert min(full.width, full.height) >= 240 and max(full.width, full.height) <= 400
+            squashed[cls].append(residual_noise(decode_image(data, 75).pixels))
+            cropped[cls].append(residual_noise(random_crop(full.pixels, 75, rng)))
+    native = best_split_accuracy(np.array(cropped["REAL"]), np.array(cropped["FAKE"]))
+    resized = best_split_accuracy(np.array(squashed["REAL"]), np.array(squashed["FAKE"]))
+    assert native >= 0.95, native
+    # The best threshold on 80 samples of one number overfits a little: chance reads about 0.6 here.
+    assert resized <= 0.7, resized

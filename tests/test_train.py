@@ -1,5 +1,6 @@
 """Training on synthetic labelled folders: a detector that loads, beats chance on held-out images,
-and carries its metrics, thresholds and data fingerprint."""
+carries its metrics, thresholds, preprocess, augmentation policy and data fingerprint, and, trained on
+native-resolution tiles, finds traces that a resize erases."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from aiscan.model.detector import build_detector
+from aiscan.model.metadata import PreprocessSpec
 from aiscan.training.synth import write_labelled_set
 from aiscan.training.train import TrainConfig, train, unfreeze_top_blocks
 
@@ -40,6 +42,16 @@ def test_train_and_evaluate_from_scratch(tmp_path: Path, invoke: Callable[..., s
     shown = json.loads(invoke("model", "show", "synthetic", "--json"))
     meta = shown["meta"]
     assert meta["training"]["epochs"] == 3 and meta["training"]["base_weights"] is None
+    # The recommended mode and CNNDetection-style augmentation are the defaults, recorded as such.
+    assert meta["preprocess"] == {"mode": "tiles", "max_tiles": 16, "aggregate": "fake-quartile"}
+    assert meta["augment"] == {
+        "blur": 0.1,
+        "jpeg": 0.1,
+        "flip": 0.5,
+        "blur_sigma": [0.0, 3.0],
+        "jpeg_quality": [30, 100],
+    }
+    assert "preprocess" not in meta["training"] and "augment" not in meta["training"]
     assert meta["data"]["counts"] == {"real": 64, "fake": 64}
     assert len(meta["data"]["fingerprint"]) == 64
     assert meta["code_version"]["keras"] == keras.__version__
@@ -83,12 +95,16 @@ def test_frozen_base_from_a_local_weights_file_then_fine_tuning(tmp_path: Path) 
         fine_tune_epochs=1,
         batch_size=16,
         base_weights=str(weights),
+        preprocess=PreprocessSpec(mode="resize"),
+        augment=None,
         seed=1,
     )
     result = train(data, config)
     assert [h.phase for h in result.history] == ["train", "fine-tune"]
     assert result.skipped_files == 1
     assert result.counts == {"real": 25, "fake": 24}
+    meta = result.artifact_meta("local", "test")
+    assert meta.preprocess.mode == "resize" and meta.extra["augment"] is None
     p = np.asarray(result.model.predict_on_batch(np.zeros((2, 75, 75, 3), np.uint8)))
     assert p.shape[0] == 2 and np.all((p >= 0) & (p <= 1))
 
@@ -114,3 +130,48 @@ def test_too_small_input_is_a_clear_error(tmp_path: Path) -> None:
     write_labelled_set(tmp_path, 4, 4, size=(32, 32))
     with pytest.raises(ModelError, match="InceptionV3 needs >= 75"):
         train(tmp_path, TrainConfig(input_size=32))
+
+
+# Small enough for two CPU cores: 75-px views, 192 training images, a few epochs.
+TRACE_TRAINING = ("--input-size", "75", "--batch-size", "32", "--base-weights", "none", "--epochs", "10")
+
+
+@pytest.fixture(scope="module")
+def trace_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """240-400 px images whose classes differ only in high-frequency traces; 30 + 30 held out in test/."""
+    root = tmp_path_factory.mktemp("traces")
+    write_labelled_set(
+        root, 150, 150, size=(320, 320), vary_size=True, layout="cifake", style="traces", seed=1
+    )
+    return root
+
+
+def scan_accuracy(invoke: Callable[..., str], model: str, directory: Path) -> float:
+    """Share of the images under ``directory`` that a plain scan labels as their folder says."""
+    truth = {str(p): "real" if p.parent.name == "REAL" else "fake" for p in directory.rglob("*.*")}
+    summary = json.loads(invoke("scan", str(directory), "--model", model, "--json"))
+    report = invoke("report", str(summary["job_id"]), "--format", "jsonl").splitlines()
+    rows = [json.loads(line) for line in report]
+    assert sorted(r["image_uri"] for r in rows) == sorted(truth)
+    return sum(r["label"] == truth[r["image_uri"]] for r in rows) / len(rows)
+
+
+def test_tiles_find_the_traces_with_default_augmentation(
+    trace_data: Path, invoke: Callable[..., str]
+) -> None:
+    invoke("train", str(trace_data), "--name", "tiles", *TRACE_TRAINING)
+    meta = json.loads(invoke("model", "show", "tiles", "--json"))["meta"]
+    assert meta["preprocess"]["mode"] == "tiles" and meta["augment"]["blur"] > 0
+
+    metrics = json.loads(invoke("evaluate", "tiles", str(trace_data), "--json"))
+    assert metrics["n"] == 60
+    assert metrics["accuracy"] >= 0.9, metrics["accuracy"]
+    accuracy = scan_accuracy(invoke, "tiles", trace_data / "test")
+    assert accuracy >= 0.9, accuracy
+
+
+def test_resize_cannot_see_the_traces(trace_data: Path, invoke: Callable[..., str]) -> None:
+    invoke("train", str(trace_data), "--name", "resized", "--preprocess", "resize", *TRACE_TRAINING)
+    metrics = json.loads(invoke("evaluate", "resized", str(trace_data), "--json"))
+    assert metrics["n"] == 60
+    assert metrics["accuracy"] < 0.7, metrics["accuracy"]

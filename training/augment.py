@@ -1,47 +1,44 @@
-"""Training-time augmentations, so a detector learns image content and not file-format shortcuts."""
+"""Training-time degradations, each applied with its own probability to both classes alike.
+
+CNNDetection's recipe (Wang et al., 2020): Gaussian blur and JPEG re-compression, each to a fraction
+of the images, so a detector survives them without learning that every image is degraded. There is
+no down-up rescaling: it erases the high-frequency traces the detector is meant to find.
+"""
 
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
-from PIL import Image
-
-from aiscan.model.decode import decode_image
-
-# Decode a little larger than the input so a random crop still covers most of the image.
-CROP_MARGIN = 1.15
+from PIL import Image, ImageFilter
 
 
 @dataclass(frozen=True)
 class Augment:
-    """Probabilities and ranges of each augmentation."""
+    """Probability of each degradation and the range its strength is drawn from."""
 
+    blur: float = 0.1
+    jpeg: float = 0.1
     flip: float = 0.5
-    jpeg: float = 0.5
-    jpeg_quality: tuple[int, int] = (60, 95)
-    rescale: float = 0.3
-    rescale_range: tuple[float, float] = (0.5, 0.9)
+    blur_sigma: tuple[float, float] = (0.0, 3.0)
+    jpeg_quality: tuple[int, int] = (30, 100)
 
-    def apply(self, data: bytes, size: int, rng: np.random.Generator) -> np.ndarray:
-        """Bytes -> augmented uint8 (size, size, 3): JPEG re-compression, down-up scaling, crop, flip."""
-        big = round(size * CROP_MARGIN)
-        pixels = decode_image(data, big).pixels
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as the artifact's metadata records it."""
+        return asdict(self)
+
+    def apply(self, pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A degraded copy of one view (s, s, 3) uint8: blur, then JPEG, then a horizontal flip."""
         image = Image.fromarray(pixels)
-        # Both classes get re-compressed at random, so "is it a JPEG" stops telling real from fake.
+        if rng.random() < self.blur:
+            image = image.filter(ImageFilter.GaussianBlur(rng.uniform(*self.blur_sigma)))
         if rng.random() < self.jpeg:
             buf = io.BytesIO()
             image.save(buf, "JPEG", quality=int(rng.integers(*self.jpeg_quality, endpoint=True)))
             image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-        if rng.random() < self.rescale:
-            factor = rng.uniform(*self.rescale_range)
-            small = max(8, int(big * factor))
-            image = image.resize((small, small), Image.Resampling.BILINEAR).resize(
-                (big, big), Image.Resampling.BILINEAR
-            )
-        x, y = (int(v) for v in rng.integers(0, big - size, size=2, endpoint=True))
-        out = np.asarray(image, dtype=np.uint8)[y : y + size, x : x + size]
+        out = np.asarray(image, dtype=np.uint8)
         if rng.random() < self.flip:
             out = out[:, ::-1]
         return np.ascontiguousarray(out)

@@ -9,9 +9,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from aiscan.model.decode import decode_image
+from aiscan.model.decode import decode_full, decode_image
 from aiscan.model.errors import DecodeError, ModelError
 from aiscan.model.formats import IMAGE_EXTENSIONS
+from aiscan.model.views import random_crop
 from aiscan.training.augment import Augment
 
 # Folder names users meet in the wild: CIFAKE ships REAL/FAKE, other sets 0_real/1_fake.
@@ -95,7 +96,13 @@ def stratified_split(files: LabelledFiles, fraction: float, seed: int) -> tuple[
 
 
 class ImageBatches(keras.utils.PyDataset):
-    """Decodes one batch at a time from disk, so a data set never has to fit in memory."""
+    """Decodes one batch at a time from disk, so a data set never has to fit in memory.
+
+    Each image gives one view of ``input_size``: squashed whole, or with ``native`` one crop at native
+    resolution (repeated to fill when smaller, never resized), as the model will see its tiles. With
+    ``shuffle`` the order, the crops and the augmentation change every epoch; without, every epoch sees
+    the same views, so validation losses compare across epochs.
+    """
 
     def __init__(
         self,
@@ -103,6 +110,7 @@ class ImageBatches(keras.utils.PyDataset):
         input_size: int,
         batch_size: int,
         *,
+        native: bool = False,
         shuffle: bool = False,
         seed: int = 0,
         augment: Augment | None = None,
@@ -113,6 +121,7 @@ class ImageBatches(keras.utils.PyDataset):
         self.files = files
         self.input_size = input_size
         self.batch_size = batch_size
+        self.native = native
         self.shuffle = shuffle
         self.augment = augment
         self.seed = seed
@@ -138,23 +147,25 @@ class ImageBatches(keras.utils.PyDataset):
                 return batch
         raise DatasetError("no file of the data set could be decoded")
 
+    def _view(self, data: bytes, rng: np.random.Generator) -> np.ndarray:
+        if self.native:
+            return random_crop(decode_full(data).pixels, self.input_size, rng)
+        return decode_image(data, self.input_size).pixels
+
     def decode_batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         # One generator per (seed, epoch, batch): reproducible whatever thread runs the batch.
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, self.epoch if self.shuffle else 0, index])
         pixels, labels = [], []
         for i in picked:
             path = self.files.paths[i]
             try:
-                data = path.read_bytes()
-                if self.augment is None:
-                    pixels.append(decode_image(data, self.input_size).pixels)
-                else:
-                    pixels.append(self.augment.apply(data, self.input_size, rng))
+                view = self._view(path.read_bytes(), rng)
             except (DecodeError, OSError):
                 # Corrupt files are counted, not fatal: real archives always hold a few.
                 self.skipped.add(path)
                 continue
+            pixels.append(view if self.augment is None else self.augment.apply(view, rng))
             labels.append(self.files.labels[i])
         shape = (len(pixels), self.input_size, self.input_size, 3)
         stacked = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)

@@ -1,13 +1,17 @@
-"""Synthetic labelled images for tests and the demo: camera-like JPEGs versus generator-like PNGs.
+"""Synthetic labelled images for tests and the demo; nothing is downloaded.
 
-Nothing is downloaded. The two classes differ the way real data does in the small: photographs
-carry sensor noise, optical blur and JPEG blocking; generator output is over-smooth, saturated,
-noise-free and carries periodic upsampling (checkerboard) traces.
+Two styles. "scenes": photographs carry sensor noise and optical blur; generator output is
+over-smooth, saturated, noise-free and carries periodic upsampling (checkerboard) traces.
+"traces": both classes share one content distribution and differ only in high-frequency traces
+(sensor noise versus content made at half resolution, upsampled, with a faint checkerboard), which
+squashing a large image to a small input erases and native-resolution crops keep.
+Every class is written as JPEG or PNG at random, so a detector cannot learn the file format.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +19,22 @@ from PIL import Image, ImageFilter
 
 from aiscan.model.formats import sniff_image
 
-__all__ = ["camera_like", "generator_like", "write_archive", "write_labelled_set"]
+__all__ = [
+    "STYLES",
+    "camera_like",
+    "generator_like",
+    "trace_only_fake",
+    "trace_only_real",
+    "write_archive",
+    "write_labelled_set",
+]
 
 # Distinct streams per purpose so that a real image and a fake image never share randomness.
 _REAL, _FAKE, _ARCHIVE = 1, 2, 3
+# High quality, as cameras and careful exports write; low qualities would erase the traces themselves.
+JPEG_QUALITY = (94, 99)
+# How much lower the resolution of trace-only fakes is than the file they are written as.
+TRACE_UPSAMPLING = 2
 
 
 def _grid(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,8 +79,8 @@ def _blur(pixels: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(im.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32)
 
 
-def camera_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """A photograph-like RGB scene: lit gradients, soft objects, lens blur, then sensor noise."""
+def _lit_scene(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """Muted, lit gradients with soft-edged objects: float RGB (height, width, 3), no noise, no texture."""
     y, x = _grid(width, height)
 
     # Muted, natural colours: a grey mixed with a little hue.
@@ -81,6 +97,12 @@ def camera_like(rng: np.random.Generator, width: int, height: int) -> Image.Imag
         mask = _shape_mask(rng, y, x, softness=rng.uniform(0.03, 0.25))[..., None]
         shade = 1.0 + rng.uniform(0.2, 0.7) * _linear_field(rng, y, x)[..., None]
         img = img * (1.0 - mask) + muted() * shade * illum[..., None] * mask
+    return img
+
+
+def camera_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A photograph-like RGB scene: lit gradients, soft objects, lens blur, then sensor noise."""
+    img = _lit_scene(rng, width, height)
 
     # Fine scene texture (foliage, fabric) that the lens then softens.
     tex_h, tex_w = max(2, height // 3), max(2, width // 3)
@@ -146,16 +168,51 @@ def generator_like(rng: np.random.Generator, width: int, height: int) -> Image.I
     return Image.fromarray(np.clip(up[:height, :width] + 0.5, 0, 255).astype(np.uint8))
 
 
-def _jpeg_bytes(im: Image.Image, quality: int) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
+def _grain(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    """Demosaiced sensor noise of standard deviation ``sigma``: mostly shared by the three channels."""
+    shared = rng.standard_normal((*shape[:2], 1), dtype=np.float32)
+    own = rng.standard_normal(shape, dtype=np.float32)
+    return np.float32(sigma) * (np.float32(0.8) * shared + np.float32(0.6) * own)
 
 
-def _png_bytes(im: Image.Image) -> bytes:
+def _soft_scene(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """A lit scene at half its contrast: content the traces must be found in, not drowned by."""
+    img = _lit_scene(rng, width, height)
+    return img.mean() + 0.5 * (img - img.mean())
+
+
+def trace_only_real(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """A plain lit scene at full resolution with per-pixel sensor noise: the real class of "traces"."""
+    img = _soft_scene(rng, width, height)
+    img = img + _grain(rng, img.shape, rng.uniform(8.0, 12.0))
+    return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
+
+
+def trace_only_fake(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """The same kind of scene made at half resolution, upsampled, with a faint checkerboard.
+
+    Its noise is drawn at the low resolution with the real class's sigma over the upsampling factor,
+    so that both classes carry the same noise once squashed: only native resolution tells them apart.
+    """
+    f = TRACE_UPSAMPLING
+    low_w, low_h = -(-width // f), -(-height // f)
+    img = _soft_scene(rng, low_w, low_h)
+    img = img + _grain(rng, img.shape, rng.uniform(8.0, 12.0) / f)
+    low = Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
+    up = np.asarray(low.resize((low_w * f, low_h * f), Image.Resampling.BILINEAR), dtype=np.float32)
+    pattern = np.tile(_checkerboard_tile(rng, f), (low_h, low_w, 1))
+    up += np.float32(rng.uniform(1.0, 2.0)) * pattern
+    return Image.fromarray(np.clip(up[:height, :width] + 0.5, 0, 255).astype(np.uint8))
+
+
+def _encode(rng: np.random.Generator, im: Image.Image) -> tuple[bytes, str]:
+    """``im`` as a high-quality JPEG or a PNG, at random; returns the bytes and their file extension."""
     buf = io.BytesIO()
+    if rng.random() < 0.5:
+        im.save(buf, "JPEG", quality=int(rng.integers(*JPEG_QUALITY, endpoint=True)))
+        return buf.getvalue(), ".jpg"
     im.save(buf, "PNG", compress_level=1)  # speed over size; pixels are identical
-    return buf.getvalue()
+    return buf.getvalue(), ".png"
 
 
 def _image_size(rng: np.random.Generator, size: tuple[int, int], vary: bool) -> tuple[int, int]:
@@ -165,16 +222,22 @@ def _image_size(rng: np.random.Generator, size: tuple[int, int], vary: bool) -> 
     return w, h
 
 
-def _real_bytes(seed: int, stream: int, index: int, size: tuple[int, int], vary: bool) -> bytes:
-    rng = np.random.default_rng([seed, stream, _REAL, index])
-    w, h = _image_size(rng, size, vary)
-    return _jpeg_bytes(camera_like(rng, w, h), int(rng.integers(70, 96)))
+Maker = Callable[[np.random.Generator, int, int], Image.Image]
+# style -> (real maker, fake maker)
+STYLES: dict[str, tuple[Maker, Maker]] = {
+    "scenes": (camera_like, generator_like),
+    "traces": (trace_only_real, trace_only_fake),
+}
 
 
-def _fake_bytes(seed: int, stream: int, index: int, size: tuple[int, int], vary: bool) -> bytes:
-    rng = np.random.default_rng([seed, stream, _FAKE, index])
+def _image_bytes(
+    style: str, label: int, seed: int, stream: int, index: int, size: tuple[int, int], vary: bool
+) -> tuple[bytes, str]:
+    """One image of class ``label`` (_REAL or _FAKE) in ``style``, encoded; returns (bytes, extension)."""
+    rng = np.random.default_rng([seed, stream, label, index])
     w, h = _image_size(rng, size, vary)
-    return _png_bytes(generator_like(rng, w, h))
+    make = STYLES[style][0 if label == _REAL else 1]
+    return _encode(rng, make(rng, w, h))
 
 
 def write_labelled_set(
@@ -186,13 +249,18 @@ def write_labelled_set(
     seed: int = 0,
     layout: str = "flat",
     vary_size: bool = False,
+    style: str = "scenes",
 ) -> dict[str, int]:
-    """Write ``REAL/real_NNNNN.jpg`` and ``FAKE/fake_NNNNN.png`` under ``root``; return class counts.
+    """Write ``REAL/real_NNNNN.{jpg,png}`` and ``FAKE/fake_NNNNN.{jpg,png}`` under ``root``; return counts.
 
-    ``size`` is (width, height). ``layout="cifake"`` puts 80% under ``train/`` and 20% under ``test/``.
+    ``size`` is (width, height); ``vary_size`` draws each side from 0.75 to 1.25 times it, for both
+    classes alike. ``style`` is a key of STYLES. ``layout="cifake"`` puts 80% under ``train/`` and 20%
+    under ``test/``.
     """
     if layout not in ("flat", "cifake"):
         raise ValueError(f"layout must be 'flat' or 'cifake', got {layout!r}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {', '.join(STYLES)}, got {style!r}")
     if n_real < 0 or n_fake < 0:
         raise ValueError("image counts must not be negative")
     root = Path(root)
@@ -202,15 +270,19 @@ def write_labelled_set(
             return root / cls
         return root / ("train" if index < n - n // 5 else "test") / cls
 
-    for cls, n, make, stem, ext in (
-        ("REAL", n_real, _real_bytes, "real", ".jpg"),
-        ("FAKE", n_fake, _fake_bytes, "fake", ".png"),
-    ):
+    for cls, n, label in (("REAL", n_real, _REAL), ("FAKE", n_fake, _FAKE)):
         for i in range(n):
             directory = folder(cls, i, n)
             directory.mkdir(parents=True, exist_ok=True)
-            (directory / f"{stem}_{i:05d}{ext}").write_bytes(make(seed, 0, i, size, vary_size))
+            data, ext = _image_bytes(style, label, seed, 0, i, size, vary_size)
+            (directory / f"{cls.lower()}_{i:05d}{ext}").write_bytes(data)
     return {"real": n_real, "fake": n_fake}
+
+
+def _cased(template: str, ext: str, index: int) -> str:
+    """``template`` with the extension spelled as archives spell it: .jpg, .JPG or .Jpg in turn."""
+    spelled = (ext, ext.upper(), ext[:2].upper() + ext[2:])[index % 3]
+    return template.format(index) + spelled
 
 
 _NOTES = (
@@ -244,27 +316,32 @@ def write_archive(
         truth[str(path)] = outcome
 
     real_dirs = ("2024/01", "2024/02", "2023/12/trip")
-    real_names = ("IMG_{:04d}.JPG", "img_{:04d}.jpg", "photo_{:04d}.jpeg", "DSC{:04d}.Jpg")
+    real_names = ("IMG_{:04d}", "img_{:04d}", "photo_{:04d}", "DSC{:04d}")
     for i in range(n_real):
-        name = real_names[i % len(real_names)].format(i)
-        put(f"{real_dirs[i % len(real_dirs)]}/{name}", _real_bytes(seed, 1, i, size, False), "real")
+        data, ext = _image_bytes("scenes", _REAL, seed, 1, i, size, False)
+        name = _cased(real_names[i % len(real_names)], ext, i)
+        put(f"{real_dirs[i % len(real_dirs)]}/{name}", data, "real")
 
     fake_dirs = ("misc", "misc/generated", "2024/02")
-    fake_names = ("gen_{:04d}.png", "render_{:04d}.PNG", "art_{:04d}.png")
+    fake_names = ("gen_{:04d}", "render_{:04d}", "art_{:04d}")
     for i in range(n_fake):
-        data = _fake_bytes(seed, 1, i, size, False)
+        data, ext = _image_bytes("scenes", _FAKE, seed, 1, i, size, False)
         # The last fake has no extension at all: a scanner must find it by its content.
         if i == n_fake - 1:
             put(f"misc/download_{i:04d}", data, "fake")
         else:
-            put(f"{fake_dirs[i % len(fake_dirs)]}/{fake_names[i % len(fake_names)].format(i)}", data, "fake")
+            put(
+                f"{fake_dirs[i % len(fake_dirs)]}/{_cased(fake_names[i % len(fake_names)], ext, i)}",
+                data,
+                "fake",
+            )
 
     rng = np.random.default_rng([seed, 1, _ARCHIVE])
     for i in range(n_corrupt):
         if i % 2 == 0:
-            whole = _real_bytes(seed, 2, i, size, False)
+            whole, ext = _image_bytes("scenes", _REAL, seed, 2, i, size, False)
             cut = int(len(whole) * rng.uniform(0.4, 0.8))
-            put(f"2024/01/IMG_{9000 + i:04d}.jpg", whole[:cut], "truncated")
+            put(f"2024/01/IMG_{9000 + i:04d}{ext}", whole[:cut], "truncated")
         else:
             junk = rng.integers(0, 256, int(rng.integers(500, 4000)), dtype=np.uint8).tobytes()
             # A lucky magic number would make it "truncated" instead; keep the expectation exact.

@@ -2,14 +2,16 @@
 
 Phase 1 trains the head on a frozen base (or the whole network when there are no base weights);
 phase 2, optional, fine-tunes the top inception blocks at a lower learning rate. Both phases stop
-early on the validation loss and keep the best weights.
+early on the validation loss and keep the best weights. The model learns from the views its
+preprocess will show it (one native-resolution crop per image and epoch in crop and tile modes), and
+its thresholds are chosen on validation scores made the way inference makes them.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,13 @@ from typing import Any
 import keras
 import numpy as np
 
+from aiscan.model.batching import score_batches
+from aiscan.model.classifier import ImageClassifier
 from aiscan.model.detector import build_detector
 from aiscan.model.device import accelerator_present
-from aiscan.model.errors import ModelError
-from aiscan.model.metadata import ArtifactMeta
+from aiscan.model.errors import DecodeError, ModelError
+from aiscan.model.metadata import ArtifactMeta, PreprocessSpec
+from aiscan.model.runner import Runner
 from aiscan.model.thresholds import Thresholds
 from aiscan.training.augment import Augment
 from aiscan.training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
@@ -57,7 +62,9 @@ class TrainConfig:
     fine_tune_learning_rate: float = 1e-5
     val_fraction: float = 0.2
     patience: int = 3
-    augment: bool = True
+    # Native-resolution tiles keep the traces a resize erases: what new detectors should use.
+    preprocess: PreprocessSpec = field(default_factory=lambda: PreprocessSpec(mode="tiles"))
+    augment: Augment | None = field(default_factory=Augment)
     max_real_flagged: float | None = None
     uncertain_band: float = 0.2
     seed: int = 0
@@ -93,16 +100,23 @@ class TrainResult:
     skipped_files: int = 0
 
     def artifact_meta(self, name: str, source: str) -> ArtifactMeta:
-        """Metadata for the artifact: metrics, thresholds, data fingerprint, parameters, code version."""
+        """Metadata for the artifact: preprocess, metrics, thresholds, data fingerprint, parameters,
+        augmentation policy, code version."""
+        config = self.config
+        parameters = {
+            f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("preprocess", "augment")
+        }
         return ArtifactMeta(
             name=name,
-            input_size=self.config.input_size,
+            input_size=config.input_size,
             scale="symmetric",
             thresholds=self.thresholds,
+            preprocess=config.preprocess,
             metrics=self.metrics,
             source=source,
             extra={
-                "training": asdict(self.config),
+                "training": parameters,
+                "augment": None if config.augment is None else config.augment.to_dict(),
                 "data": {
                     "counts": self.counts,
                     "fingerprint": self.fingerprint,
@@ -271,17 +285,27 @@ def train(
     keras.utils.set_random_seed(config.seed)
     files = find_labelled(data_dir, split="train")
     train_files, val_files = stratified_split(files, config.val_fraction, config.seed)
-    augment = Augment() if config.augment else None
+    native = config.preprocess.native
     train_data = ImageBatches(
         train_files,
         config.input_size,
         config.batch_size,
+        native=native,
         shuffle=True,
         seed=config.seed,
-        augment=augment,
+        augment=config.augment,
         workers=config.workers,
     )
-    val_data = ImageBatches(val_files, config.input_size, config.batch_size, workers=config.workers)
+    # Early stopping watches one fixed view per validation image: cheap, and the same kind of view
+    # the model learns from. The metrics and thresholds below score every view, as inference does.
+    val_data = ImageBatches(
+        val_files,
+        config.input_size,
+        config.batch_size,
+        native=native,
+        seed=config.seed,
+        workers=config.workers,
+    )
 
     if accelerator_present():
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -321,7 +345,7 @@ def train(
         )
     keras.mixed_precision.set_global_policy("float32")
 
-    p_val, y_val = predict_batches(model, val_data)
+    p_val, y_val = inference_scores(model, val_files, config)
     thresholds = Thresholds()
     if config.max_real_flagged is not None:
         thresholds = choose_thresholds(
@@ -343,12 +367,24 @@ def train(
     )
 
 
-def predict_batches(model: keras.Model, data: ImageBatches) -> tuple[np.ndarray, np.ndarray]:
-    """p_real and labels over ``data`` (files that failed to decode drop out of both)."""
-    scores, labels = [np.zeros(0)], [np.zeros(0)]
-    for i in range(len(data)):
-        x, y = data.decode_batch(i)
-        if len(x):
-            scores.append(np.asarray(model.predict_on_batch(x), dtype=np.float64).reshape(-1))
-            labels.append(y)
-    return np.concatenate(scores), np.concatenate(labels).astype(np.int32)
+def inference_scores(
+    model: keras.Model, files: LabelledFiles, config: TrainConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """p_real and labels of ``files`` as a scan would score them with ``config.preprocess``: every view,
+    batched across images, then aggregated; files that cannot be decoded drop out of both."""
+    runner = Runner(model, config.input_size, config.batch_size)
+    classifier = ImageClassifier(runner, Thresholds(), config.preprocess)
+
+    def views(index: int) -> np.ndarray | None:
+        try:
+            return classifier.decode(files.paths[index].read_bytes()).views
+        except (DecodeError, OSError):
+            return None
+
+    scored = [
+        (index, classifier.aggregate(scores)[0])
+        for index, scores in score_batches(range(len(files)), views, classifier)
+        if scores is not None
+    ]
+    p_real = np.array([p for _index, p in scored], dtype=np.float64)
+    return p_real, files.labels[[index for index, _p in scored]].astype(np.int32)
