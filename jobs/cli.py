@@ -29,6 +29,7 @@ from aiscan.jobs.submit import cancel_job, retry_job, submit_job
 from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.model.errors import ModelError  # plain exceptions: importing them loads no Keras
 from aiscan.model.metadata import (  # constants: no Keras
+    AGGREGATES,
     CHANNEL_ORDERS,
     META_FILE,
     PREPROCESS_MODES,
@@ -262,9 +263,17 @@ def _check_name(name: str) -> str:
 
 
 def _preprocess_options(default: str, help_text: str) -> Callable[[F], F]:
-    """--preprocess and --max-tiles: how the model looks at images, recorded in its artifact."""
+    """--preprocess, --max-tiles and --aggregate: how the model looks at images, in its artifact."""
 
     def decorate(command: F) -> F:
+        command = click.option(
+            "--aggregate",
+            type=click.Choice(AGGREGATES),
+            default=PreprocessSpec.aggregate,
+            show_default=True,
+            help="How the tiles' scores make an image's p_real: the mean of the most fake quarter, "
+            "the plain mean, or the most fake tile alone (catches small edits, flags more real photos).",
+        )(command)
         command = click.option(
             "--max-tiles",
             type=click.IntRange(min=1),
@@ -322,6 +331,7 @@ def model_import(
     sigmoid_means: str,
     preprocess: str,
     max_tiles: int,
+    aggregate: str,
 ) -> None:
     """Import an existing Keras model FILE (.keras or legacy .h5) with its conventions."""
     from aiscan.model.importer import import_keras_file
@@ -338,7 +348,7 @@ def model_import(
             scale=scale,
             real_index=real_index,
             sigmoid_means=sigmoid_means,
-            preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles),
+            preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles, aggregate=aggregate),
         ),
     )
     click.echo(
@@ -489,6 +499,7 @@ def train(
     patience: int,
     preprocess: str,
     max_tiles: int,
+    aggregate: str,
     blur_prob: float,
     jpeg_prob: float,
     no_augment: bool,
@@ -512,7 +523,7 @@ def train(
         learning_rate=learning_rate,
         val_fraction=val_fraction,
         patience=patience,
-        preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles),
+        preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles, aggregate=aggregate),
         augment=None if no_augment else Augment(blur=blur_prob, jpeg=jpeg_prob),
         max_real_flagged=max_real_flagged,
         uncertain_band=uncertain_band,
