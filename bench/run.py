@@ -13,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--large-images",
         type=int,
-        default=24,
+        default=48,
         help="4000x3000 JPEGs in the tiles-mode memory job (one chunk); a job of one per core beside it",
     )
     p.add_argument(
@@ -184,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 key,
                 row,
                 group,
-                lambda row=row, art=art: measure_inprocess(
+                partial(
+                    measure_inprocess,
                     archive.root,
                     art.directory,
                     tmp / f"home-{row}",
