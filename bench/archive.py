@@ -1,4 +1,5 @@
-"""The benchmark's synthetic archive: camera-like JPEGs and generator-like PNGs from ``training.synth``."""
+"""The benchmark's synthetic archives: camera-like JPEGs and generator-like PNGs from ``training.synth``,
+and large JPEGs made from them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 SHARD = 16  # images per archive-writing task
 
@@ -82,3 +85,27 @@ def link_archive(files: Sequence[Path], root: Path, n: int, per_dir: int = 100) 
         except OSError:
             shutil.copyfile(src, dst)
     return root
+
+
+def make_large_jpegs(
+    sources: Sequence[Path], root: Path, size: tuple[int, int] = (4000, 3000), quality: int = 90
+) -> list[Path]:
+    """One ``size`` JPEG per source image, mirrored out to fill it: photo-like content at camera size.
+
+    Drawing a 12-megapixel scene with ``training.synth`` takes many seconds; mirroring takes milliseconds,
+    and a decoder pays for the same kind of content.
+    """
+    from PIL import Image
+
+    width, height = size
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(sources):
+        with Image.open(src) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        h, w = pixels.shape[:2]
+        big = np.pad(pixels, ((0, max(0, height - h)), (0, max(0, width - w)), (0, 0)), mode="symmetric")
+        path = root / f"large_{i:02d}.jpg"
+        Image.fromarray(big[:height, :width]).save(path, "JPEG", quality=quality)
+        out.append(path)
+    return out
