@@ -1,5 +1,5 @@
-"""The benchmark's synthetic archives: camera-like JPEGs and generator-like PNGs from ``training.synth``,
-and large JPEGs made from them."""
+"""The benchmark's synthetic archives: camera-like and generator-like images from ``training.synth``
+(each written as JPEG or PNG at random), and large JPEGs made from them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ SHARD = 16  # images per archive-writing task
 
 @dataclass
 class Archive:
-    """The benchmark's image files: camera-like JPEGs first, then generator-like PNGs."""
+    """The benchmark's image files: camera-like first, then generator-like."""
 
     root: Path
     camera: list[Path]
@@ -70,8 +70,12 @@ def make_archive(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1), mp_context=ctx) as pool:
         list(pool.map(_write_shard, tasks))
-    camera = sorted((root / "camera").rglob("*.jpg"))
-    return Archive(root, camera, sorted((root / "generator").rglob("*.png")))
+    return Archive(root, _images(root / "camera"), _images(root / "generator"))
+
+
+def _images(folder: Path) -> list[Path]:
+    # training.synth writes both classes as JPEG or PNG at random, so a model cannot learn the format.
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".jpg", ".png"))
 
 
 def link_archive(files: Sequence[Path], root: Path, n: int, per_dir: int = 100) -> Path:
