@@ -130,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aiscan-bench-"))
     base_env = dict(os.environ)
     try:
-        progress(
-            f"writing the archive: {n_cam} camera-like images ~1024x768, {n_gen} generator-like 512x512"
-        )
+        progress(f"writing the archive: {n_cam} camera-like images ~1024x768, {n_gen} generator-like 512x512")
         archive = make_archive(tmp / "archive", n_cam, n_gen, seed=args.seed)
         datas = [p.read_bytes() for p in archive.files]
 
