@@ -415,6 +415,11 @@ def db_upgrade(revision: str) -> None:
 # ---------------------------------------------------------------- training
 
 
+def _probability_option(flag: str, default: float, help_text: str) -> Callable[[F], F]:
+    """An option taking a probability, 0 to 1."""
+    return click.option(flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=help_text)
+
+
 @cli.command()
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--name", required=True, help="Registry name; each run adds a version.")
@@ -456,19 +461,11 @@ def db_upgrade(revision: str) -> None:
     "input size, scored and aggregated; recommended), tiles+global (plus the whole image squashed), "
     "center-crop, or resize (squash the whole image, which erases generation traces).",
 )
-@click.option(
-    "--blur-prob",
-    type=click.FloatRange(0, 1),
-    default=Augment.blur,
-    show_default=True,
-    help="Share of training views blurred (Gaussian, sigma 0 to 3), both classes.",
+@_probability_option(
+    "--blur-prob", Augment.blur, "Share of training views blurred (sigma 0 to 3), both classes."
 )
-@click.option(
-    "--jpeg-prob",
-    type=click.FloatRange(0, 1),
-    default=Augment.jpeg,
-    show_default=True,
-    help="Share of training views re-compressed as JPEG (quality 30 to 100), both classes.",
+@_probability_option(
+    "--jpeg-prob", Augment.jpeg, "Share of views re-saved as JPEG (quality 30-100), both classes."
 )
 @click.option("--no-augment", is_flag=True, help="Train on the views as they are: no flips, blur or JPEG.")
 @click.option(

@@ -133,7 +133,7 @@ def test_too_small_input_is_a_clear_error(tmp_path: Path) -> None:
 
 
 # Small enough for two CPU cores: 75-px views, 192 training images, a few epochs.
-TRACE_TRAINING = ("--input-size", "75", "--batch-size", "32", "--base-weights", "none", "--epochs", "10")
+TRACE_TRAINING = ("--input-size", "75", "--batch-size", "32", "--base-weights", "none", "--epochs", "8")
 
 
 @pytest.fixture(scope="module")
@@ -164,14 +164,18 @@ def test_tiles_find_the_traces_with_default_augmentation(
     assert meta["preprocess"]["mode"] == "tiles" and meta["augment"]["blur"] > 0
 
     metrics = json.loads(invoke("evaluate", "tiles", str(trace_data), "--json"))
-    assert metrics["n"] == 60
-    assert metrics["accuracy"] >= 0.9, metrics["accuracy"]
     accuracy = scan_accuracy(invoke, "tiles", trace_data / "test")
-    assert accuracy >= 0.9, accuracy
+    print(
+        f"tiles: evaluate {metrics['accuracy']:.3f} (ROC AUC {metrics['roc_auc']:.3f}), scan {accuracy:.3f}"
+    )
+    assert metrics["n"] == 60
+    assert metrics["accuracy"] >= 0.9
+    assert accuracy >= 0.9
 
 
 def test_resize_cannot_see_the_traces(trace_data: Path, invoke: Callable[..., str]) -> None:
     invoke("train", str(trace_data), "--name", "resized", "--preprocess", "resize", *TRACE_TRAINING)
     metrics = json.loads(invoke("evaluate", "resized", str(trace_data), "--json"))
+    print(f"resize: evaluate {metrics['accuracy']:.3f} (ROC AUC {metrics['roc_auc']:.3f})")
     assert metrics["n"] == 60
-    assert metrics["accuracy"] < 0.7, metrics["accuracy"]
+    assert metrics["accuracy"] < 0.7
