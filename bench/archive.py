@@ -1,4 +1,5 @@
-"""The benchmark's synthetic archive: camera-like and generator-like images from ``training.synth``."""
+"""The benchmark's synthetic archives: camera-like and generator-like images from ``training.synth``
+(each written as JPEG or PNG at random), and large JPEGs made from them."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 SHARD = 16  # images per archive-writing task
 
 
 @dataclass
 class Archive:
-    """The benchmark's image files: camera-like first, then generator-like (each JPEG or PNG)."""
+    """The benchmark's image files: camera-like first, then generator-like."""
 
     root: Path
     camera: list[Path]
@@ -26,7 +29,7 @@ class Archive:
         return self.camera + self.generator
 
     def subset(self, n: int) -> list[Path]:
-        """``n`` files with the archive's camera/generator mix, so a timed subset costs like the whole."""
+        """``n`` files with the archive's JPEG/PNG mix, so a timed subset costs like the whole."""
         total = len(self.camera) + len(self.generator)
         n = min(n, total)
         n_cam = min(len(self.camera), round(n * len(self.camera) / total)) if total else 0
@@ -67,11 +70,12 @@ def make_archive(
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1), mp_context=ctx) as pool:
         list(pool.map(_write_shard, tasks))
-    # synth writes each image as JPEG or PNG at random, so a class is not told by its format.
-    camera, generator = (
-        sorted(p for p in (root / kind).rglob("*") if p.is_file()) for kind in ("camera", "generator")
-    )
-    return Archive(root, camera, generator)
+    return Archive(root, _images(root / "camera"), _images(root / "generator"))
+
+
+def _images(folder: Path) -> list[Path]:
+    # training.synth writes both classes as JPEG or PNG at random, so a model cannot learn the format.
+    return sorted(p for p in folder.rglob("*") if p.suffix in (".jpg", ".png"))
 
 
 def link_archive(files: Sequence[Path], root: Path, n: int, per_dir: int = 100) -> Path:
@@ -85,3 +89,27 @@ def link_archive(files: Sequence[Path], root: Path, n: int, per_dir: int = 100) 
         except OSError:
             shutil.copyfile(src, dst)
     return root
+
+
+def make_large_jpegs(
+    sources: Sequence[Path], root: Path, size: tuple[int, int] = (4000, 3000), quality: int = 90
+) -> list[Path]:
+    """One ``size`` JPEG per source image, mirrored out to fill it: photo-like content at camera size.
+
+    Drawing a 12-megapixel scene with ``training.synth`` takes many seconds; mirroring takes milliseconds,
+    and a decoder pays for the same kind of content.
+    """
+    from PIL import Image
+
+    width, height = size
+    root.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, src in enumerate(sources):
+        with Image.open(src) as im:
+            pixels = np.asarray(im.convert("RGB"))
+        h, w = pixels.shape[:2]
+        big = np.pad(pixels, ((0, max(0, height - h)), (0, max(0, width - w)), (0, 0)), mode="symmetric")
+        path = root / f"large_{i:02d}.jpg"
+        Image.fromarray(big[:height, :width]).save(path, "JPEG", quality=quality)
+        out.append(path)
+    return out

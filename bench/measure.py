@@ -1,4 +1,4 @@
-"""The bench's measurements: seed style, model ceiling, decode, in-process and Celery scans, worker RSS."""
+"""The bench's measurements: seed style, model ceiling, decode, in-process and Celery scans, peak RSS."""
 
 from __future__ import annotations
 
@@ -7,13 +7,17 @@ import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bench.archive import link_archive
 from bench.memory import RssSampler, mib
-from bench.processes import aiscan_env, run_aiscan, running_worker
+from bench.processes import aiscan_env, run_aiscan, run_aiscan_sampled, running_worker
 from bench.report import progress, ratio, summary_ips
+
+if TYPE_CHECKING:
+    from aiscan.model.metadata import PreprocessSpec
 
 
 def seed_style_predict(model: Any, path: Path, size: int) -> float:
@@ -41,17 +45,31 @@ def measure_seed_style(model: Any, files: Sequence[Path], size: int) -> dict[str
     return {"ips": round(len(files) / seconds, 3), "images": len(files), "seconds": round(seconds, 3)}
 
 
-def measure_decode(datas: Sequence[bytes], size: int) -> tuple[dict[str, Any], np.ndarray]:
-    """decode_image over bytes already in memory, one thread; also returns the decoded pixels."""
-    from aiscan.model.decode import decode_image
+def measure_decode(
+    datas: Sequence[bytes], size: int, preprocess: PreprocessSpec, *, keep: bool = False
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Full-resolution decoding and view cutting as a scan does them, one thread; with ``keep``, also the
+    first view of each image."""
+    from aiscan.model.decode import decode_full
+    from aiscan.model.views import make_views
 
-    pixels = []
+    firsts, views = [], 0
     start = time.perf_counter()
     for data in datas:
-        pixels.append(decode_image(data, size).pixels)
+        cut = make_views(decode_full(data).pixels, preprocess, size).pixels
+        views += len(cut)
+        if keep:
+            firsts.append(cut[0])
     seconds = time.perf_counter() - start
-    row = {"ips": round(len(datas) / seconds, 3), "images": len(datas), "seconds": round(seconds, 3)}
-    return row, np.stack(pixels)
+    row = {
+        "ips": round(len(datas) / seconds, 3),
+        "tps": round(views / seconds, 3),
+        "views_per_image": ratio(views, len(datas)),
+        "mode": preprocess.mode,
+        "images": len(datas),
+        "seconds": round(seconds, 3),
+    }
+    return row, np.stack(firsts) if keep else None
 
 
 def measure_ceiling(
@@ -142,6 +160,12 @@ def best_of(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**best, "runs_ips": [r["ips"] for r in runs]}
 
 
+def job_views(env: Mapping[str, str], job_id: int) -> int:
+    """Views the model scored in a job: the sum of its rows' ``tiles``, from ``aiscan report``."""
+    out = run_aiscan(["report", str(job_id), "--format", "jsonl"], env).stdout
+    return sum(json.loads(line).get("tiles") or 0 for line in out.splitlines() if line.strip())
+
+
 def measure_inprocess(
     archive_dir: Path,
     artifact_dir: Path,
@@ -150,6 +174,7 @@ def measure_inprocess(
     base_env: Mapping[str, str],
     repeats: int = 1,
 ) -> dict[str, Any]:
+    """The best of ``repeats`` in-process scans in the artifact's own preprocess mode, with views/s."""
     env = aiscan_env(base_env, AISCAN_HOME=str(home), AISCAN_BATCH_SIZE=str(batch_size))
     register_copy(env, "bench", artifact_dir)
     runs = []
@@ -160,7 +185,15 @@ def measure_inprocess(
         # imports and loading and tracing the model come before it (the scan warms the model up
         # before planning, as a worker does at start); the wall time includes them.
         runs.append(scan_row(json.loads(out), time.perf_counter() - start, batch_size))
-    return best_of(runs)
+    best = best_of(runs)
+    # Every run scores the same views; only the time differs.
+    views = job_views(env, best["job_id"])
+    return {
+        **best,
+        "tps": ratio(views, best["elapsed_s"]),
+        "views": views,
+        "views_per_image": ratio(views, best["images"]),
+    }
 
 
 def measure_celery(
@@ -205,4 +238,51 @@ def measure_rss(
         "ips": summary_ips(summary),
         "wall_s": round(wall, 3),
         "images_done": (summary.get("counts") or {}).get("done"),
+    }
+
+
+def measure_large_rss(
+    files: Sequence[Path],
+    root: Path,
+    counts: tuple[int, int],
+    artifact_dir: Path,
+    batch_size: int,
+    base_env: Mapping[str, str],
+) -> dict[str, Any]:
+    """Peak RSS of in-process scans of a few and of many large images (each job one chunk), and what
+    the chunk's full-resolution pixels would take if they were all held at once."""
+    from PIL import Image
+
+    from aiscan.model.metadata import read_meta
+
+    env = aiscan_env(base_env, AISCAN_HOME=str(root / "home"), AISCAN_BATCH_SIZE=str(batch_size))
+    register_copy(env, "bench", artifact_dir)
+    few, many = counts
+    peaks, summaries = [], []
+    for n in counts:
+        out, peak = run_aiscan_sampled(
+            ["scan", str(link_archive(files, root / f"images-{n}", n)), "--json"], env
+        )
+        summary = json.loads(out)
+        _check_done(summary)
+        peaks.append(peak)
+        summaries.append(summary)
+    with Image.open(files[0]) as im:
+        width, height = im.size
+    views = job_views(env, summaries[1]["job_id"])
+    return {
+        "mb": mib(peaks[1].parent_kib),
+        "images": many,
+        "image_size": f"{width}x{height}",
+        "input_size": read_meta(artifact_dir).input_size,
+        "few_images": few,
+        "few_images_mb": mib(peaks[0].parent_kib),
+        "growth_mb": mib(peaks[1].parent_kib - peaks[0].parent_kib),
+        # What the chunk's decoded images would take if they all waited for the model together.
+        "chunk_pixels_mb": mib(many * width * height * 3 / 1024),
+        "views_per_image": ratio(views, many),
+        "pss_mb": mib(peaks[1].pss_total_kib),
+        "samples": peaks[1].samples,
+        "ips": summary_ips(summaries[1]),
+        "batch_size": batch_size,
     }

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from bench.memory import RssPeak, RssSampler
+
 # Two busy cores and a cold TensorFlow import can take minutes before a worker is warm.
 WORKER_READY_S = 600
 JOB_TIMEOUT_S = 4 * 3600
@@ -27,20 +29,41 @@ def aiscan_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:
     return env
 
 
+def aiscan_argv(args: Sequence[str]) -> list[str]:
+    """The command line of ``aiscan ARGS`` with this interpreter: ``python -m aiscan.jobs ARGS``."""
+    return [sys.executable, "-m", "aiscan.jobs", *args]
+
+
+def _failure(args: Sequence[str], returncode: int, stderr: str) -> RuntimeError:
+    return RuntimeError(f"aiscan {' '.join(args)} exited {returncode}: {stderr.strip()[-2000:]}")
+
+
 def run_aiscan(
     args: Sequence[str], env: Mapping[str, str], *, timeout: float = JOB_TIMEOUT_S, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """``python -m aiscan.jobs ARGS`` with exactly ``env``; with ``check``, a failure raises with stderr."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "aiscan.jobs", *args],
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = subprocess.run(aiscan_argv(args), env=dict(env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise RuntimeError(f"aiscan {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+        raise _failure(args, proc.returncode, proc.stderr)
     return proc
+
+
+def run_aiscan_sampled(
+    args: Sequence[str], env: Mapping[str, str], *, timeout: float = JOB_TIMEOUT_S
+) -> tuple[str, RssPeak]:
+    """Like ``run_aiscan``: its stdout, and the peak RSS of the process while it ran."""
+    with subprocess.Popen(
+        aiscan_argv(args), env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            with RssSampler(proc.pid) as sampler:
+                out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    if proc.returncode != 0:
+        raise _failure(args, proc.returncode, err)
+    return out, sampler.peak
 
 
 class Worker:
@@ -53,7 +76,7 @@ class Worker:
             # `jobs worker` execs celery in place, so this pid is the worker's parent process; a session
             # of its own lets one killpg reach the parent and its pool together.
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "aiscan.jobs", "worker", "--name", f"{name}@%h", "--concurrency", "1"],
+                aiscan_argv(["worker", "--name", f"{name}@%h", "--concurrency", "1"]),
                 env=dict(env),
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

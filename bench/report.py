@@ -20,10 +20,15 @@ RESULT_KEYS = (
     "seed_style_ips",
     "ceiling_ips",
     "decode_ips_per_core",
+    "tiles_decode_ips_per_core",
+    "tiles_decode_tps_per_core",
     "inprocess_ips",
+    "tiles_inprocess_ips",
+    "tiles_inprocess_tps",
     "celery_ips",
     "rss_small_mb",
     "rss_large_mb",
+    "tiles_large_rss_mb",
 )
 
 
@@ -50,6 +55,10 @@ def compute_ratios(results: Mapping[str, Any]) -> dict[str, float | None]:
         "inprocess_over_seed_style": ratio(inproc, seed),
         # How many cores of decoding it takes to keep the model busy at its ceiling.
         "decode_cores_to_feed_ceiling": ratio(ceiling, results.get("decode_ips_per_core")),
+        # A tile costs the model what a squashed image does, so the ceiling is also its views/s.
+        "tiles_inprocess_tps_over_ceiling": ratio(results.get("tiles_inprocess_tps"), ceiling),
+        "tiles_over_resize_inprocess_ips": ratio(results.get("tiles_inprocess_ips"), inproc),
+        "tiles_decode_cores_to_feed_ceiling": ratio(ceiling, results.get("tiles_decode_tps_per_core")),
     }
 
 
@@ -84,27 +93,30 @@ SCAN_NOTES = (
     ("wall_s", "subprocess wall {wall_s:.1f} s"),
     ("runs_ips", "best of {runs_ips}"),
     ("batch_size", "batch {batch_size}"),
+    ("views_per_image", "{views_per_image} views each"),
 )
 
 
 def build_tables(results: Mapping[str, Any]) -> list[Table]:
     """The throughput table, the memory table and the ratios, from a results dict (as written to JSON)."""
     s, b = results.get("input_size"), results.get("batch_size")
-    speed = Table(title=f"aiscan throughput at {s}x{s} px (images/s)")
+    speed = Table(title=f"aiscan throughput at {s}x{s} px (views/s: model inputs, tiles or squashed images)")
     speed.add_column("row")
     speed.add_column("images/s", justify="right")
+    speed.add_column("views/s", justify="right")
     speed.add_column("how")
-    seed, ceil, dec = (dict(_detail(results, k)) for k in ("seed_style", "ceiling", "decode"))
+    seed, ceil = dict(_detail(results, "seed_style")), dict(_detail(results, "ceiling"))
     if isinstance(ceil.get("per_batch_size"), dict):
         ceil["per_batch_size"] = ", ".join(f"{k}: {v:.1f}" for k, v in ceil["per_batch_size"].items())
-    inp, cel = _detail(results, "inprocess"), _detail(results, "celery")
     speed.add_row(
         "seed style (PIL + predict per image)",
         _fmt(results.get("seed_style_ips")),
+        "",
         _note(seed, ("images", "{images} images"), ("seconds", "{seconds:.1f} s, batch 1")),
     )
     speed.add_row(
         "model ceiling (Runner, decoded uint8)",
+        _fmt(results.get("ceiling_ips")),
         _fmt(results.get("ceiling_ips")),
         _note(
             ceil,
@@ -112,27 +124,38 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
             ("per_batch_size", "(batch: images/s) {per_batch_size}"),
         ),
     )
-    speed.add_row(
-        "decode (decode_image, 1 thread)",
-        _fmt(results.get("decode_ips_per_core")),
-        _note(dec, ("images", "{images} images per core"), ("seconds", "{seconds:.1f} s")),
-    )
-    speed.add_row(
-        "aiscan in-process (scan --json)", _fmt(results.get("inprocess_ips")), _note(inp, *SCAN_NOTES)
-    )
-    speed.add_row(
-        "aiscan on Celery (1 worker, scan --wait)", _fmt(results.get("celery_ips")), _note(cel, *SCAN_NOTES)
-    )
+    for key, row, label in (
+        ("decode_ips_per_core", "decode", "decode, resize (decode_full + squash, 1 thread)"),
+        ("tiles_decode_ips_per_core", "tiles_decode", "decode, tiles (decode_full + tiles, 1 thread)"),
+    ):
+        d = _detail(results, row)
+        speed.add_row(
+            label,
+            _fmt(results.get(key)),
+            _fmt(d.get("tps")),
+            _note(
+                d, ("images", "{images} images per core"), ("views_per_image", "{views_per_image} views each")
+            ),
+        )
+    for key, row, label in (
+        ("inprocess_ips", "inprocess", "aiscan in-process, resize (scan --json)"),
+        ("tiles_inprocess_ips", "tiles_inprocess", "aiscan in-process, tiles (scan --json)"),
+        ("celery_ips", "celery", "aiscan on Celery, resize (1 worker, scan --wait)"),
+    ):
+        d = _detail(results, row)
+        speed.add_row(label, _fmt(results.get(key)), _fmt(d.get("tps")), _note(d, *SCAN_NOTES))
 
-    memory = Table(title="Celery worker peak RSS (MiB, sampled every 0.1 s)")
+    memory = Table(title="peak RSS (MiB, sampled every 0.1 s)")
     memory.add_column("job")
-    memory.add_column("pool child", justify="right")
+    memory.add_column("process")
+    memory.add_column("MiB", justify="right")
     memory.add_column("how")
     for key, row in (("rss_small_mb", "rss_small"), ("rss_large_mb", "rss_large")):
         d = _detail(results, row)
         images = d.get("images", (results.get("archive") or {}).get(row, "?"))
         memory.add_row(
-            f"{images} images",
+            f"{images} images, resize",
+            "Celery pool child",
             _fmt(results.get(key)),
             _note(
                 d,
@@ -144,6 +167,21 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
                 ("samples", "{samples} samples"),
             ),
         )
+    d = _detail(results, "tiles_large")
+    memory.add_row(
+        f"{d.get('images', '?')} large JPEGs, tiles",
+        "in-process scan",
+        _fmt(results.get("tiles_large_rss_mb")),
+        _note(
+            d,
+            ("image_size", "{image_size}"),
+            ("input_size", "{input_size} px"),
+            ("few_images_mb", "{few_images} images: {few_images_mb} MiB"),
+            ("growth_mb", "growth {growth_mb} MiB"),
+            ("chunk_pixels_mb", "the chunk's pixels {chunk_pixels_mb} MiB"),
+            ("samples", "{samples} samples"),
+        ),
+    )
 
     ratios = Table(title="ratios")
     ratios.add_column("ratio")
@@ -151,7 +189,7 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
     for name, value in (results.get("ratios") or {}).items():
         ratios.add_row(name.replace("_", " "), "-" if value is None else f"{value:.3f}")
     if b is not None:
-        ratios.caption = f"batch size {b} (the ceiling's best) for both scans"
+        ratios.caption = f"batch size {b} (the ceiling's best) for every scan"
     return [speed, memory, ratios]
 
 
@@ -188,7 +226,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def assemble(figures: Mapping[str, float | None], details: Mapping[str, Any], **meta: Any) -> dict[str, Any]:
-    """The JSON document: the seven figures, ratios, machine and run facts, per-row details."""
+    """The JSON document: the figures, ratios, machine and run facts, per-row details."""
     results: dict[str, Any] = {key: figures.get(key) for key in RESULT_KEYS}
     results["ratios"] = compute_ratios(results)
     results.update(meta)

@@ -1,4 +1,4 @@
-"""aiscan's benchmark: seed-style loop, model ceiling, decode, in-process and Celery scans, worker RSS.
+"""aiscan's benchmark: seed-style loop, model ceiling, decode, scans in resize and tiles modes, peak RSS.
 
 Run ``python -m bench.run [--quick] [--out bench-results.json]`` from the repository root (or ``make
 bench``). It measures and reports; it asserts nothing about timings. docs/PERFORMANCE.md explains each row.
@@ -11,21 +11,24 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from rich.console import Console
 
-from bench.archive import link_archive, make_archive
-from bench.detector import untrained_detector
+from aiscan.model.metadata import PreprocessSpec
+from bench.archive import link_archive, make_archive, make_large_jpegs
+from bench.detector import untrained_detector, with_preprocess
 from bench.measure import (
     measure_ceiling,
     measure_celery,
     measure_decode,
     measure_inprocess,
+    measure_large_rss,
     measure_rss,
     measure_seed_style,
     register_copy,
@@ -34,7 +37,8 @@ from bench.processes import aiscan_env, run_aiscan
 from bench.report import assemble, machine_info, print_results, progress, write_json
 from bench.services import running_services
 
-SKIPPABLE = ("seed", "inprocess", "celery", "rss")
+SKIPPABLE = ("seed", "inprocess", "tiles", "celery", "rss", "large")
+LARGE_SOURCES = 4  # distinct large JPEGs; the large-image jobs cycle through them
 MODEL_SOURCE = "bench: build_detector, random weights"
 
 
@@ -59,6 +63,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--rss-images", default="300,3000", help="images in the small and the large RSS job")
     p.add_argument(
+        "--large-images",
+        type=int,
+        default=48,
+        help="4000x3000 JPEGs in the tiles-mode memory job (one chunk); a job of one per core beside it",
+    )
+    p.add_argument(
         "--skip", action="append", default=[], choices=SKIPPABLE, help="leave a row out (repeatable)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the archive and the model's random weights")
@@ -78,7 +88,15 @@ class _Rows:
         self.details: dict[str, Any] = {}
         self.failed = False
 
-    def run(self, key: str, row: str, group: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    def run(
+        self,
+        key: str,
+        row: str,
+        group: str,
+        fn: Callable[[], dict[str, Any]],
+        also: Mapping[str, str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Measure one row: its figure goes under ``key``; ``also`` maps more figure keys to its fields."""
         if group in self.skip:
             self.details[row] = {"skipped": True}
             return None
@@ -91,9 +109,12 @@ class _Rows:
             progress(f"{row}: FAILED: {exc}")
             return None
         self.figures[key] = d.pop("mb") if key.endswith("_mb") else d["ips"]
+        for extra, field in (also or {}).items():
+            self.figures[extra] = d.get(field)
         self.details[row] = d
         unit = "MiB" if key.endswith("_mb") else "images/s"
-        progress(f"{row}: {self.figures[key]} {unit}")
+        more = "".join(f", {extra} {self.figures[extra]}" for extra in also or {})
+        progress(f"{row}: {self.figures[key]} {unit}{more}")
         return d
 
 
@@ -109,16 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="aiscan-bench-"))
     base_env = dict(os.environ)
     try:
-        progress(
-            f"writing the archive: {n_cam} camera-like JPEGs ~1024x768, {n_gen} generator-like PNGs 512x512"
-        )
+        progress(f"writing the archive: {n_cam} camera-like images ~1024x768, {n_gen} generator-like 512x512")
         archive = make_archive(tmp / "archive", n_cam, n_gen, seed=args.seed)
         datas = [p.read_bytes() for p in archive.files]
 
-        progress(f"building the detector at {size} px and saving it as an artifact")
+        progress(f"building the detector at {size} px and saving it as an artifact, resize and tiles copies")
         artifact = untrained_detector(
             tmp / "artifact", size, name="bench", seed=args.seed, source=MODEL_SOURCE
         )
+        tiles_artifact = with_preprocess(artifact, tmp / "artifact-tiles", PreprocessSpec(mode="tiles"))
         model = artifact.load_model()
 
         rows.run(
@@ -130,11 +150,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         decoded: list[np.ndarray] = []
 
         def decode() -> dict[str, Any]:
-            row, pixels = measure_decode(datas, size)
+            row, pixels = measure_decode(datas, size, artifact.meta.preprocess, keep=True)
+            assert pixels is not None
             decoded.append(pixels)
             return row
 
         rows.run("decode_ips_per_core", "decode", "decode", decode)
+        rows.run(
+            "tiles_decode_ips_per_core",
+            "tiles_decode",
+            "decode",
+            lambda: measure_decode(datas, size, tiles_artifact.meta.preprocess)[0],
+            also={"tiles_decode_tps_per_core": "tps"},
+        )
         ceiling = rows.run(
             "ceiling_ips",
             "ceiling",
@@ -146,19 +174,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if ceiling:
             batch_size = ceiling["batch_size"]
 
-        rows.run(
-            "inprocess_ips",
-            "inprocess",
-            "inprocess",
-            lambda: measure_inprocess(
-                archive.root,
-                artifact.directory,
-                tmp / "home-inprocess",
-                batch_size,
-                base_env,
-                repeats=args.repeats,
-            ),
-        )
+        # The same weights and the same archive; only the artifact's preprocess differs.
+        for key, row, group, art in (
+            ("inprocess_ips", "inprocess", "inprocess", artifact),
+            ("tiles_inprocess_ips", "tiles_inprocess", "tiles", tiles_artifact),
+        ):
+            rows.run(
+                key,
+                row,
+                group,
+                partial(
+                    measure_inprocess,
+                    archive.root,
+                    art.directory,
+                    tmp / f"home-{row}",
+                    batch_size,
+                    base_env,
+                    repeats=args.repeats,
+                ),
+                also={"tiles_inprocess_tps": "tps"} if group == "tiles" else None,
+            )
+
+        def large() -> dict[str, Any]:
+            progress(f"writing {LARGE_SOURCES} large JPEGs (4000x3000) for the tiles memory jobs")
+            files = make_large_jpegs(archive.camera[:LARGE_SOURCES], tmp / "large" / "sources")
+            # One image per decode thread keeps every thread decoding at once, as in the large job: the
+            # difference between the two peaks is what the extra images cost.
+            few = min(args.large_images, os.cpu_count() or 1)
+            return measure_large_rss(
+                files, tmp / "large", (few, args.large_images), tiles_artifact.directory, batch_size, base_env
+            )
+
+        rows.run("tiles_large_rss_mb", "tiles_large", "large", large)
 
         if not {"celery", "rss"} <= rows.skip:
             with running_services("aiscan_bench") as services:
@@ -224,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rss_small": rss_small,
             "rss_large": rss_large,
             "rss_input_size": rss_size,
+            "large_images": args.large_images,
             "seed_style_subset": min(args.seed_images, n_cam + n_gen),
             "quick": args.quick,
         },

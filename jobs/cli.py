@@ -29,6 +29,7 @@ from aiscan.jobs.submit import cancel_job, retry_job, submit_job
 from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.model.errors import ModelError  # plain exceptions: importing them loads no Keras
 from aiscan.model.metadata import (  # constants: no Keras
+    AGGREGATES,
     CHANNEL_ORDERS,
     META_FILE,
     PREPROCESS_MODES,
@@ -262,9 +263,17 @@ def _check_name(name: str) -> str:
 
 
 def _preprocess_options(default: str, help_text: str) -> Callable[[F], F]:
-    """--preprocess and --max-tiles: how the model looks at images, recorded in its artifact."""
+    """--preprocess, --max-tiles and --aggregate: how the model looks at images, in its artifact."""
 
     def decorate(command: F) -> F:
+        command = click.option(
+            "--aggregate",
+            type=click.Choice(AGGREGATES),
+            default=PreprocessSpec.aggregate,
+            show_default=True,
+            help="How the tiles' scores make an image's p_real: the mean of the most fake quarter, "
+            "the plain mean, or the most fake tile alone (catches small edits, flags more real photos).",
+        )(command)
         command = click.option(
             "--max-tiles",
             type=click.IntRange(min=1),
@@ -322,6 +331,7 @@ def model_import(
     sigmoid_means: str,
     preprocess: str,
     max_tiles: int,
+    aggregate: str,
 ) -> None:
     """Import an existing Keras model FILE (.keras or legacy .h5) with its conventions."""
     from aiscan.model.importer import import_keras_file
@@ -338,7 +348,7 @@ def model_import(
             scale=scale,
             real_index=real_index,
             sigmoid_means=sigmoid_means,
-            preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles),
+            preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles, aggregate=aggregate),
         ),
     )
     click.echo(
@@ -486,6 +496,7 @@ def train(
     patience: int,
     preprocess: str,
     max_tiles: int,
+    aggregate: str,
     blur_prob: float,
     jpeg_prob: float,
     no_augment: bool,
@@ -509,7 +520,7 @@ def train(
         learning_rate=learning_rate,
         val_fraction=val_fraction,
         patience=patience,
-        preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles),
+        preprocess=PreprocessSpec(mode=preprocess, max_tiles=max_tiles, aggregate=aggregate),
         augment=None if no_augment else Augment(blur=blur_prob, jpeg=jpeg_prob),
         max_real_flagged=max_real_flagged,
         uncertain_band=uncertain_band,
@@ -554,12 +565,26 @@ def train(
     help="Write metrics.json, index.html and PNG plots here.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object.")
+@click.option(
+    "--robustness",
+    is_flag=True,
+    help="Also re-score the images after JPEG re-compression (quality 95, 75, 50), downscaling "
+    "(0.75, 0.5) and a PNG/JPEG format swap.",
+)
 def evaluate(
-    model_ref: str, data_dir: str, split: str, batch_size: int, report_dir: str | None, as_json: bool
+    model_ref: str,
+    data_dir: str,
+    split: str,
+    batch_size: int,
+    report_dir: str | None,
+    as_json: bool,
+    robustness: bool,
 ) -> None:
     """Score MODEL_REF (NAME[:VERSION] or an artifact directory) on labelled folders in DATA_DIR."""
     from aiscan.training.evaluate import evaluate as run_evaluation
+    from aiscan.training.evaluate import evaluate_robustness
     from aiscan.training.evaluate import write_report as write_evaluation
+    from aiscan.training.robustness import CONDITIONS
 
     model_dir = Path(model_ref)
     if not (model_dir / META_FILE).is_file():
@@ -573,14 +598,26 @@ def evaluate(
             split=split,
             on_batch=bar.advance,
         )
+        if robustness:
+            bar.update(description="robustness", completed=0, total=len(evaluation.paths) * len(CONDITIONS))
+            evaluate_robustness(
+                evaluation,
+                CONDITIONS,
+                batch_size=batch_size,
+                on_condition=lambda condition: bar.update(description=condition.name),
+                on_batch=bar.advance,
+            )
     if report_dir:
         index = write_evaluation(evaluation, Path(report_dir))
         if not as_json:
             console.out_console.print(f"report: {index}")
     if as_json:
-        console.emit_json(evaluation.metrics)
+        extra = {} if evaluation.robustness is None else {"robustness": evaluation.robustness}
+        console.emit_json(evaluation.metrics | extra)
     else:
         console.print_evaluation(f"{model_ref} on {data_dir}", evaluation.metrics, evaluation.skipped)
+        if evaluation.robustness is not None:
+            console.print_robustness(evaluation.metrics, evaluation.robustness)
 
 
 # ---------------------------------------------------------------- worker

@@ -25,6 +25,13 @@ PROGRESS_COLUMNS = (
     TimeRemainingColumn(),
 )
 
+# The metrics `aiscan evaluate --robustness` prints per condition, and their column headings.
+ROBUSTNESS_COLUMNS = {
+    "roc_auc": "ROC AUC",
+    "accuracy": "accuracy",
+    "real_flag_rate": "real photos labelled fake",
+}
+
 # The metadata `aiscan model show` prints, in this order.
 MODEL_META_KEYS = (
     "input_size",
@@ -73,6 +80,11 @@ def progress_bar(description: str, *, show: bool = True) -> Iterator[Bar]:
 def emit_json(data: Any) -> None:
     """One line of JSON on standard output: what `--json` prints."""
     click.echo(json.dumps(data, indent=None, sort_keys=True, default=str))
+
+
+def _signed(value: float | None) -> str:
+    """A change for a table, with its sign; None as n/a."""
+    return "n/a" if value is None else f"{value:+.4f}"
 
 
 def _fmt(value: Any) -> str:
@@ -210,4 +222,18 @@ def print_evaluation(title: str, metrics: Mapping[str, Any], skipped: int) -> No
     }
     for key, value in rows.items():
         table.add_row(key, _fmt(value))
+    out_console.print(table)
+
+
+def print_robustness(clean: Mapping[str, Any], conditions: Mapping[str, Mapping[str, Any]]) -> None:
+    """`aiscan evaluate --robustness`: each condition's metrics, each with its change against clean."""
+    table = Table(title="robustness: the same images after everyday edits (change vs clean)")
+    table.add_column("condition", no_wrap=True)
+    table.add_column("images", justify="right", no_wrap=True)
+    for heading in ROBUSTNESS_COLUMNS.values():
+        table.add_column(heading, justify="right")
+    table.add_row("clean", str(clean["n"]), *(_fmt(clean[key]) for key in ROBUSTNESS_COLUMNS))
+    for name, row in conditions.items():
+        cells = (f"{_fmt(row[key])} ({_signed(row['delta'][key])})" for key in ROBUSTNESS_COLUMNS)
+        table.add_row(name, str(row["files"]["scored"]), *cells)
     out_console.print(table)

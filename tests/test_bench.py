@@ -1,4 +1,5 @@
-"""Tests of bench/'s helpers: no timings and no model; real Redis and PostgreSQL for the services."""
+"""Tests of bench/'s helpers (real Redis and PostgreSQL for the services) and one quick run of the bench
+in both preprocess modes; no timing is asserted."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pytest
 from rich.console import Console
 
 from bench import services
-from bench.archive import Archive, link_archive, shard_sizes
+from bench.archive import Archive, link_archive, make_large_jpegs, shard_sizes
 from bench.memory import RssSampler
-from bench.processes import aiscan_env, run_aiscan
+from bench.processes import aiscan_env, run_aiscan, run_aiscan_sampled
 from bench.report import (
     RESULT_KEYS,
     assemble,
@@ -43,10 +45,15 @@ FIGURES = {
     "seed_style_ips": 2.0,
     "ceiling_ips": 20.0,
     "decode_ips_per_core": 40.0,
+    "tiles_decode_ips_per_core": 25.0,
+    "tiles_decode_tps_per_core": 250.0,
     "inprocess_ips": 15.0,
+    "tiles_inprocess_ips": 1.5,
+    "tiles_inprocess_tps": 18.0,
     "celery_ips": 12.0,
     "rss_small_mb": 700.0,
     "rss_large_mb": 710.0,
+    "tiles_large_rss_mb": 900.0,
 }
 
 
@@ -83,6 +90,9 @@ def test_ratios_and_missing_figures() -> None:
         "celery_over_ceiling": 0.6,
         "inprocess_over_seed_style": 7.5,
         "decode_cores_to_feed_ceiling": 0.5,
+        "tiles_inprocess_tps_over_ceiling": 0.9,
+        "tiles_over_resize_inprocess_ips": 0.1,
+        "tiles_decode_cores_to_feed_ceiling": 0.08,
     }
     assert compute_ratios({**FIGURES, "ceiling_ips": None})["celery_over_ceiling"] is None
     assert compute_ratios({**FIGURES, "seed_style_ips": 0.0})["inprocess_over_seed_style"] is None
@@ -97,8 +107,11 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
     details = {
         "seed_style": {"ips": 2.0, "images": 32, "seconds": 16.0},
         "ceiling": {"ips": 20.0, "batch_size": 32, "per_batch_size": {8: 15.0, 32: 20.0}},
-        "decode": {"ips": 40.0, "images": 320, "seconds": 8.0},
+        "decode": {"ips": 40.0, "tps": 40.0, "images": 320, "views_per_image": 1.0},
+        "tiles_decode": {"ips": 25.0, "tps": 250.0, "images": 320, "views_per_image": 10.0},
         "inprocess": {"ips": 15.0, "elapsed_s": 21.3, "wall_s": 25.0, "batch_size": 32},
+        "tiles_inprocess": {"ips": 1.5, "tps": 18.0, "elapsed_s": 213.3, "views_per_image": 12.0},
+        "tiles_large": {"images": 24, "image_size": "4000x3000", "few_images": 2, "growth_mb": 12.5},
         "celery": {"error": "RuntimeError: worker did not get ready"},
         "rss_small": {"images": 300, "peak_pool_child_mb": 700.0, "samples": 40},
         "rss_large": {"skipped": True},
@@ -136,6 +149,8 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
     text = buf.getvalue()
     assert "seed style" in text and "model ceiling" in text and "best batch 32" in text
     assert "failed: RuntimeError" in text and "skipped" in text and "0.750" in text
+    assert "aiscan in-process, tiles" in text and "12.0 views each" in text and "250.0" in text
+    assert "24 large JPEGs, tiles" in text and "2 images" in text and "growth 12.5 MiB" in text
 
 
 def test_archive_helpers(tmp_path: Path) -> None:
@@ -156,6 +171,22 @@ def test_archive_helpers(tmp_path: Path) -> None:
     assert (root / "d000" / "img_00009.png").read_bytes() == b"g1.png"
 
 
+def test_large_jpegs_are_camera_sized_and_mirrored_not_stretched(tmp_path: Path) -> None:
+    from PIL import Image
+
+    src = tmp_path / "src.png"
+    # Smooth content, so JPEG's error stays well below the differences the test looks for.
+    y, x = np.mgrid[0:30, 0:40]
+    source = np.stack([x * 6, y * 8, (x + y) * 3], axis=-1).astype(np.uint8)
+    Image.fromarray(source).save(src)
+    (large,) = make_large_jpegs([src], tmp_path / "large", size=(100, 70))
+    with Image.open(large) as im:
+        assert (im.format, im.size) == ("JPEG", (100, 70))
+        pixels = np.asarray(im, dtype=np.int16)
+    assert np.abs(pixels[:30, :40] - source).mean() < 4  # the source at its own size
+    assert np.abs(pixels[:30, 40:50] - source[:, 39:29:-1]).mean() < 4  # then its mirror image
+
+
 def test_subprocess_env_drops_the_callers_aiscan_settings() -> None:
     env = aiscan_env({"PATH": "/bin", "AISCAN_BROKER_URL": "redis://x"}, AISCAN_HOME="/tmp/h")
     assert env["AISCAN_HOME"] == "/tmp/h" and "AISCAN_BROKER_URL" not in env and env["PATH"] == "/bin"
@@ -167,6 +198,14 @@ def test_aiscan_subprocess_failures_carry_stderr(tmp_path: Path) -> None:
         run_aiscan(["report", "42"], env)
     proc = run_aiscan(["report", "42"], env, check=False)
     assert proc.returncode == 1 and proc.stderr.startswith("error: no job 42")
+    with pytest.raises(RuntimeError, match="aiscan report 42 exited 1: error: no job 42"):
+        run_aiscan_sampled(["report", "42"], env)
+
+
+def test_a_sampled_aiscan_run_reports_its_peak_rss(tmp_path: Path) -> None:
+    out, peak = run_aiscan_sampled(["--version"], aiscan_env(os.environ, AISCAN_HOME=str(tmp_path)))
+    assert "aiscan" in out
+    assert peak.samples >= 2 and peak.parent_kib > 10 * 1024  # a Python process with aiscan imported
 
 
 def _database_exists(name: str) -> bool:
@@ -202,3 +241,42 @@ def test_a_scratch_redis_database_is_empty_and_flushed_afterwards(redis_server: 
 def test_a_service_that_does_not_come_up_is_a_clear_error() -> None:
     with pytest.raises(services.ServiceDown, match="the thing is down and could not be started with: true"):
         services._ensure(lambda: False, "true", "the thing", tries=2, pause=0.01)
+
+
+def test_a_quick_run_measures_the_tiles_rows(tmp_path: Path) -> None:
+    from aiscan.model.views import tile_boxes
+    from bench.run import main
+
+    out = tmp_path / "bench.json"
+    skip = [arg for row in ("seed", "inprocess", "celery", "rss") for arg in ("--skip", row)]
+    # As many large images as decode threads in the small job, and six more in the large one.
+    few = os.cpu_count() or 1
+    args = ["--quick", "--input-size", "75", "--repeats", "1", "--batch-sizes", "16"]
+    status = main([*args, "--large-images", str(few + 6), *skip, "--out", str(out)])
+    data = json.loads(out.read_text())
+    details = data["details"]
+    assert status == 0, details
+    new_keys = (
+        "tiles_decode_ips_per_core",
+        "tiles_decode_tps_per_core",
+        "tiles_inprocess_ips",
+        "tiles_inprocess_tps",
+        "tiles_large_rss_mb",
+    )
+    assert all(data[key] > 0 for key in new_keys)
+    assert data["inprocess_ips"] is None and details["inprocess"] == {"skipped": True}
+
+    # The tiles artifact decided the views: the scan's rows count as many per image as the bench's own
+    # cut of the same archive, where the resize view is one per image.
+    assert details["decode"]["views_per_image"] == 1.0
+    scan = details["tiles_inprocess"]
+    assert scan["images"] == 40 and scan["errors"] == 0
+    assert 1 < scan["views_per_image"] == details["tiles_decode"]["views_per_image"] <= 16
+    assert data["tiles_inprocess_tps"] == pytest.approx(scan["views"] / scan["elapsed_s"], rel=1e-2)
+    assert data["tiles_decode_tps_per_core"] > data["tiles_decode_ips_per_core"]
+
+    large = details["tiles_large"]
+    assert large["image_size"] == "4000x3000" and (large["few_images"], large["images"]) == (few, few + 6)
+    assert large["views_per_image"] == len(tile_boxes(4000, 3000, 75, 16))
+    # Bounded per chunk: six more 34 MiB images cost far less than their pixels held together would.
+    assert large["growth_mb"] < large["chunk_pixels_mb"] * 6 / (few + 6) / 2

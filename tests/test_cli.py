@@ -160,6 +160,28 @@ def test_import_cifake_style_h5_scores_like_keras(tmp_path: Path, invoke: Callab
     assert shown["meta"]["output"]["real_index"] == 1
 
 
+def test_an_imported_tiled_model_scores_native_tiles_and_says_where(
+    tmp_path: Path, invoke: Callable[..., str]
+) -> None:
+    save_tiny_classifier(tmp_path / "m.keras", 48, seed=3)
+    invoke(
+        "model", "import", str(tmp_path / "m.keras"), "--name", "tiled",
+        "--preprocess", "tiles", "--max-tiles", "4", "--aggregate", "min",
+    )  # fmt: skip
+    shown = json.loads(invoke("model", "show", "tiled", "--json"))
+    assert shown["meta"]["preprocess"] == {"mode": "tiles", "max_tiles": 4, "aggregate": "min"}
+    png_dir(tmp_path / "imgs", 5, (150, 100), seed=4)
+    summary = json.loads(invoke("scan", str(tmp_path / "imgs"), "--model", "tiled", "--json"))
+    invoke("report", str(summary["job_id"]), "-o", str(tmp_path / "r.csv"))
+    rows = _read_csv(tmp_path / "r.csv")
+    assert len(rows) == 5
+    for row in rows:
+        # A 150x100 image at 48 px: a 4x3 grid thinned to 2x2; with `min`, the image is its worst tile.
+        assert row["tiles"] == "4" and float(row["p_real"]) == pytest.approx(float(row["tile_p_real"]))
+        x, y, w, h = (int(v) for v in row["tile_box"].split(","))
+        assert (w, h) == (48, 48) and x in (0, 102) and y in (0, 52)
+
+
 def test_import_inception_app_style_h5_scores_like_keras(tmp_path: Path, invoke: Callable[..., str]) -> None:
     # The InceptionV3 app's convention: RGB scaled to 0..1, one sigmoid unit = probability real.
     # Its real model is 299x299; the input size is read from the file, so a small one tests the same path.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -20,6 +20,7 @@ from aiscan.model.errors import DecodeError
 from aiscan.model.metadata import ArtifactMeta
 from aiscan.training.dataset import DatasetError, find_labelled
 from aiscan.training.metrics import binary_metrics
+from aiscan.training.robustness import CONDITIONS, Condition, condition_metrics
 
 # Threads reading files ahead of decoding; the jobs' AISCAN_FETCH_CONCURRENCY default.
 READ_THREADS = 8
@@ -39,6 +40,8 @@ class Evaluation:
     model_dir: Path
     data_dir: Path
     skipped_paths: list[Path] = field(default_factory=list)
+    # Per condition name, what ``evaluate_robustness`` measured; None until it runs.
+    robustness: dict[str, dict[str, Any]] | None = None
 
 
 def _read(path: Path) -> bytes | None:
@@ -48,15 +51,45 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _views(classifier: ImageClassifier, item: tuple[int, bytes | None]) -> np.ndarray | None:
-    """The views of one read file its model scores, or None when it could not be read or decoded."""
+def _views(
+    classifier: ImageClassifier, edit: Callable[[bytes], bytes] | None, item: tuple[int, bytes | None]
+) -> np.ndarray | None:
+    """The views its model scores of one read file, edited first if asked; None if unreadable."""
     _index, data = item
     if data is None:
         return None
     try:
-        return classifier.decode(data).views
+        return classifier.decode(data if edit is None else edit(data)).views
     except DecodeError:
         return None
+
+
+def _score_files(
+    classifier: ImageClassifier,
+    paths: Sequence[Path],
+    on_batch: Callable[[int], None] | None,
+    edit: Callable[[bytes], bytes] | None = None,
+) -> tuple[dict[int, float], list[int]]:
+    """p_real of each of ``paths`` by index, and the indices that could not be read or decoded.
+
+    Reads run ahead and decoding (with ``edit``, which runs in the decode threads) takes turns with
+    the model as in a job's chunk, so only a few batches of files are in memory at once.
+    """
+
+    def read(index: int) -> tuple[int, bytes | None]:
+        return index, _read(paths[index])
+
+    scores: dict[int, float] = {}
+    skipped: list[int] = []
+    read_files = read_ahead(read, range(len(paths)), workers=READ_THREADS, window=read_window(classifier))
+    for (index, _data), views in score_batches(
+        read_files, partial(_views, classifier, edit), classifier, on_progress=on_batch or (lambda _n: None)
+    ):
+        if views is None:
+            skipped.append(index)
+        else:
+            scores[index] = classifier.aggregate(views)[0]
+    return scores, skipped
 
 
 def evaluate(
@@ -77,20 +110,7 @@ def evaluate(
     classifier = load_classifier(model_dir, batch_size=batch_size)
     meta = classifier.runner.meta or load_artifact(model_dir).meta
     files = find_labelled(data_dir, split=split)
-
-    def read(index: int) -> tuple[int, bytes | None]:
-        return index, _read(files.paths[index])
-
-    scores: dict[int, float] = {}
-    skipped: list[int] = []
-    read_files = read_ahead(read, range(len(files)), workers=READ_THREADS, window=read_window(classifier))
-    for (index, _data), views in score_batches(
-        read_files, partial(_views, classifier), classifier, on_progress=on_batch or (lambda _n: None)
-    ):
-        if views is None:
-            skipped.append(index)
-        else:
-            scores[index] = classifier.aggregate(views)[0]
+    scores, skipped = _score_files(classifier, files.paths, on_batch)
     if not scores:
         raise DatasetError(f"none of the {len(files)} labelled files under {data_dir} could be decoded")
 
@@ -110,6 +130,44 @@ def evaluate(
     )
 
 
+def evaluate_robustness(
+    evaluation: Evaluation,
+    conditions: Sequence[Condition] = CONDITIONS,
+    *,
+    batch_size: int = 32,
+    on_condition: Callable[[Condition], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Re-score the evaluation's scored files under each condition; set and return ``evaluation.robustness``.
+
+    Each condition edits every file's bytes, then the file goes through the same classifier path as the
+    clean run. ``on_condition`` is called as each condition starts; ``on_batch`` as in ``evaluate``, so the
+    calls sum to ``len(evaluation.paths) * len(conditions)``.
+    """
+    classifier = load_classifier(evaluation.model_dir, batch_size=batch_size)
+    results: dict[str, dict[str, Any]] = {}
+    for condition in conditions:
+        if on_condition is not None:
+            on_condition(condition)
+        scores, skipped = _score_files(
+            classifier,
+            evaluation.paths,
+            on_batch,
+            partial(condition.apply, max_bytes=classifier.max_bytes, max_pixels=classifier.max_pixels),
+        )
+        kept = sorted(scores)
+        edited = np.array([scores[i] for i in kept], dtype=np.float64)
+        results[condition.name] = {
+            "description": condition.description,
+            "files": {"scored": len(kept), "skipped": len(skipped)},
+            **condition_metrics(
+                evaluation.p_real[kept], edited, evaluation.labels[kept], evaluation.meta.thresholds
+            ),
+        }
+    evaluation.robustness = results
+    return results
+
+
 def _model_version(evaluation: Evaluation) -> str | None:
     """The registry version: metadata's ``version`` if any, else the NAME/VERSION folder's name."""
     version = evaluation.meta.extra.get("version")
@@ -125,7 +183,7 @@ def _report_data(evaluation: Evaluation) -> dict[str, Any]:
     """What metrics.json holds: the metrics plus enough context to tell runs apart."""
     meta = evaluation.meta
     root = Path(os.path.commonpath(evaluation.paths)) if evaluation.paths else evaluation.data_dir
-    return {
+    data: dict[str, Any] = {
         "model": {
             "name": meta.name,
             "version": _model_version(evaluation),
@@ -139,6 +197,9 @@ def _report_data(evaluation: Evaluation) -> dict[str, Any]:
         "skipped_files": [str(p) for p in evaluation.skipped_paths],
         "metrics": evaluation.metrics,
     }
+    if evaluation.robustness is not None:
+        data["robustness"] = evaluation.robustness
+    return data
 
 
 def _new_figure(width: float = 6.0, height: float = 4.5) -> Any:
@@ -250,6 +311,11 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _signed(value: float | None, digits: int = 4) -> str:
+    """A change for the HTML table, with its sign; None (undefined) as a dash."""
+    return "—" if value is None else f"{value:+.{digits}f}"
+
+
 _TEMPLATE = """<!doctype html>
 <html lang="en">
 <head>
@@ -319,6 +385,30 @@ img { max-width: 100%; margin: 0.5em 1em 0.5em 0; border: 1px solid #eee; }
 {% endfor %}
 </table>
 
+{% if robustness %}
+<h2>Robustness: the same images after everyday edits</h2>
+<p>Real photographs are re-compressed, resized and converted on their way into an archive. Each row
+re-scores the same {{ m.n }} images after one such edit, with the same model and thresholds. For an
+audit, the column to read is <b>real photographs labelled fake</b>: the share of genuine photographs
+this model would accuse of being AI-generated once recompressed, resized or converted. Where it rises
+well above the clean row, a <code>fake</code> label on such photographs is not evidence. Changes are
+against the same images scored unedited.</p>
+<table>
+<tr><th class="name">condition</th><th class="name">edit</th><th>images</th><th>ROC AUC</th>
+  <th>change</th><th>accuracy</th><th>change</th><th>real photographs labelled fake</th><th>change</th></tr>
+<tr><td class="name">clean</td><td class="name">the files as they are</td><td>{{ m.n }}</td>
+  <td>{{ m.roc_auc | fmt }}</td><td></td><td>{{ m.accuracy | fmt }}</td><td></td>
+  <td>{{ m.real_flag_rate | fmt }}</td><td></td></tr>
+{% for name, row in robustness.items() %}
+<tr><td class="name">{{ name }}</td><td class="name">{{ row.description }}</td>
+  <td>{{ row.files.scored }}{% if row.files.skipped %} ({{ row.files.skipped }} skipped){% endif %}</td>
+  <td>{{ row.roc_auc | fmt }}</td><td>{{ row.delta.roc_auc | signed }}</td>
+  <td>{{ row.accuracy | fmt }}</td><td>{{ row.delta.accuracy | signed }}</td>
+  <td>{{ row.real_flag_rate | fmt }}</td><td>{{ row.delta.real_flag_rate | signed }}</td></tr>
+{% endfor %}
+</table>
+{% endif %}
+
 <h2>Plots</h2>
 <img src="{{ plots.histogram }}" alt="p_real histograms per class">
 <img src="{{ plots.roc }}" alt="ROC curve">
@@ -334,7 +424,9 @@ def _render_html(data: dict[str, Any]) -> str:
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True
     )
     env.filters["fmt"] = _fmt
+    env.filters["signed"] = _signed
     return env.from_string(_TEMPLATE).render(
+        robustness=data.get("robustness"),
         model=data["model"],
         data_dir=data["data_dir"],
         evaluated_dir=data["evaluated_dir"],
