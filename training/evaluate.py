@@ -13,7 +13,6 @@ from typing import Any
 import jinja2
 import numpy as np
 
-from aiscan.model.artifact import load_artifact
 from aiscan.model.batching import read_ahead, read_window, score_batches
 from aiscan.model.classifier import ImageClassifier, load_classifier
 from aiscan.model.errors import DecodeError
@@ -64,7 +63,7 @@ def _views(
         return None
 
 
-def _score_files(
+def score_files(
     classifier: ImageClassifier,
     paths: Sequence[Path],
     on_batch: Callable[[int], None] | None,
@@ -108,9 +107,10 @@ def evaluate(
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     # The chunk pipeline's scheduling: decoding takes turns with a CPU model and runs ahead of a GPU.
     classifier = load_classifier(model_dir, batch_size=batch_size)
-    meta = classifier.runner.meta or load_artifact(model_dir).meta
+    meta = classifier.runner.meta
+    assert meta is not None  # load_classifier reads it from the artifact
     files = find_labelled(data_dir, split=split)
-    scores, skipped = _score_files(classifier, files.paths, on_batch)
+    scores, skipped = score_files(classifier, files.paths, on_batch)
     if not scores:
         raise DatasetError(f"none of the {len(files)} labelled files under {data_dir} could be decoded")
 
@@ -149,7 +149,7 @@ def evaluate_robustness(
     for condition in conditions:
         if on_condition is not None:
             on_condition(condition)
-        scores, skipped = _score_files(
+        scores, skipped = score_files(
             classifier,
             evaluation.paths,
             on_batch,

@@ -19,16 +19,16 @@ from typing import Any
 import keras
 import numpy as np
 
-from aiscan.model.batching import score_batches
 from aiscan.model.classifier import ImageClassifier
 from aiscan.model.detector import build_detector
 from aiscan.model.device import accelerator_present
-from aiscan.model.errors import DecodeError, ModelError
+from aiscan.model.errors import ModelError
 from aiscan.model.metadata import ArtifactMeta, PreprocessSpec
 from aiscan.model.runner import Runner
 from aiscan.model.thresholds import Thresholds
 from aiscan.training.augment import Augment
 from aiscan.training.dataset import ImageBatches, LabelledFiles, find_labelled, stratified_split
+from aiscan.training.evaluate import score_files
 from aiscan.training.metrics import binary_metrics, choose_thresholds
 
 # The 11 blocks of keras.applications.InceptionV3 end in layers named mixed0 .. mixed10.
@@ -372,19 +372,9 @@ def inference_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """p_real and labels of ``files`` as a scan would score them with ``config.preprocess``: every view,
     batched across images, then aggregated; files that cannot be decoded drop out of both."""
-    runner = Runner(model, config.input_size, config.batch_size)
-    classifier = ImageClassifier(runner, Thresholds(), config.preprocess)
-
-    def views(index: int) -> np.ndarray | None:
-        try:
-            return classifier.decode(files.paths[index].read_bytes()).views
-        except (DecodeError, OSError):
-            return None
-
-    scored = [
-        (index, classifier.aggregate(scores)[0])
-        for index, scores in score_batches(range(len(files)), views, classifier)
-        if scores is not None
-    ]
-    p_real = np.array([p for _index, p in scored], dtype=np.float64)
-    return p_real, files.labels[[index for index, _p in scored]].astype(np.int32)
+    classifier = ImageClassifier(
+        Runner(model, config.input_size, config.batch_size), Thresholds(), config.preprocess
+    )
+    scores, _skipped = score_files(classifier, files.paths, None)
+    kept = sorted(scores)
+    return np.array([scores[i] for i in kept], dtype=np.float64), files.labels[kept].astype(np.int32)
