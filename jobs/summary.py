@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from aiscan.jobs.store.models import DetectorModel, Job
 from aiscan.jobs.store.queries import get_job, job_counts
+from aiscan.jobs.store.refs import display_ref
 
 
 def job_summary(session: Session, job_id: int) -> dict[str, Any]:
@@ -34,10 +35,12 @@ def _summary(session: Session, job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "status": job.status,
         "model": model.ref if model else None,
-        "sources": job.sources,
+        "sources": [display_ref(source) for source in job.sources],
         "counts": counts.as_dict(),
         "error_kinds": counts.error_kinds,
         "skipped_files": job.skipped,
+        "skip_reasons": dict(job.skip_reasons or {}),
+        "duplicates": job.duplicates or 0,
         "error": job.error,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,

@@ -4,20 +4,22 @@ faults, and an end for tasks that fail for good (a chunk's images become error r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from billiard.process import current_process
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 
 from aiscan.jobs import pipeline
 from aiscan.jobs.app import CeleryQueue, make_app
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
 from aiscan.jobs.settings import get_settings
-from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.db import is_transient, open_database
 from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.store.operations import mark_job
 from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext
@@ -28,8 +30,25 @@ settings = get_settings()
 app = make_app(settings)
 queue = CeleryQueue(app)
 
-# Faults that pass: a database or object store that is briefly unreachable.
-TRANSIENT = (OperationalError, InterfaceError, TransientFetchError)
+
+class TransientDatabaseError(Exception):
+    """A database fault that may pass (a lost connection, a deadlock): the task is retried."""
+
+
+@contextmanager
+def _transient_database_errors() -> Iterator[None]:
+    """Re-raise database faults that may pass as TransientDatabaseError; data errors stay what they are."""
+    try:
+        yield
+    except (SQLAlchemyError, DisconnectionError) as exc:
+        if is_transient(exc):
+            raise TransientDatabaseError(f"{type(exc).__name__}: {exc}") from exc
+        raise
+
+
+# Faults that pass: a database or object store that is briefly unreachable. A data error (a value the
+# database refuses) is none of these: retrying it would fail the same way for good.
+TRANSIENT = (TransientDatabaseError, TransientFetchError)
 RETRIES: dict[str, Any] = {
     "autoretry_for": TRANSIENT,
     "retry_backoff": True,
@@ -84,15 +103,20 @@ def _init_process(**_kwargs: object) -> None:
 
 @app.task(name=PLAN_JOB, base=JobTask, **RETRIES)
 def plan_job(job_id: int) -> None:
-    pipeline.plan_job(_context(), job_id)
+    with _transient_database_errors():
+        pipeline.plan_job(_context(), job_id)
 
 
 @app.task(name=FINISH_JOB, base=JobTask, **RETRIES)
 def finish_job(job_id: int) -> None:
-    pipeline.finish_job(_context(), job_id)
+    with _transient_database_errors():
+        pipeline.finish_job(_context(), job_id)
 
 
 @app.task(name=CLASSIFY_CHUNK, base=ChunkTask, bind=True, **RETRIES)
 def classify_chunk(self: Task, job_id: int, chunk_id: int) -> None:
     request = self.request
-    pipeline.classify_chunk(_context(), job_id, chunk_id, worker=request.hostname, retries=request.retries)
+    with _transient_database_errors():
+        pipeline.classify_chunk(
+            _context(), job_id, chunk_id, worker=request.hostname, retries=request.retries
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -14,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from aiscan.jobs.errors import AiscanError
@@ -22,6 +23,34 @@ from aiscan.jobs.errors import AiscanError
 
 class DatabaseError(AiscanError):
     """The database cannot be reached or its schema is not the one this aiscan expects."""
+
+
+# SQLSTATE classes and codes of faults that pass: connection exceptions, an administrator's or a crash's
+# shutdown, insufficient resources, serialization failures and deadlocks, a lock that timed out.
+_TRANSIENT_SQLSTATES = ("08", "57P", "53", "40001", "40P01", "55P03")
+# SQLite has no SQLSTATE: SQLITE_BUSY, SQLITE_LOCKED and SQLITE_CANTOPEN (primary result codes) pass.
+_TRANSIENT_SQLITE_CODES = frozenset({5, 6, 14})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when a database error may pass if the work is tried again; data errors never do."""
+    if isinstance(exc, DisconnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        code = getattr(orig, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _TRANSIENT_SQLITE_CODES
+        return "database is locked" in str(orig)
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate:
+        return str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
+    # psycopg gives a lost or refused connection no SQLSTATE: the server never judged the statement.
+    return isinstance(exc, OperationalError | InterfaceError)
 
 
 def _alembic_config(url: str) -> Config:

@@ -18,9 +18,13 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from aiscan.jobs.store.refs import pack_refs, unpack_refs
 
 
 def utcnow() -> datetime:
@@ -29,6 +33,19 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+class RefList(TypeDecorator[list[Any]]):
+    """A JSON list of refs: refs no database stores as text travel as ``{"b64": ...}`` objects."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: list[Any] | None, dialect: Dialect) -> list[Any] | None:
+        return None if value is None else pack_refs(list(value))
+
+    def process_result_value(self, value: list[Any] | None, dialect: Dialect) -> list[Any] | None:
+        return None if value is None else unpack_refs(value)
 
 
 class JobStatus(StrEnum):
@@ -75,13 +92,17 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.PENDING, index=True)
-    sources: Mapped[list[Any]] = mapped_column(JSON)
+    sources: Mapped[list[Any]] = mapped_column(RefList)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     chunk_size: Mapped[int] = mapped_column(Integer)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     planned: Mapped[bool] = mapped_column(Boolean, default=False)
     total: Mapped[int] = mapped_column(Integer, default=0)
     skipped: Mapped[int] = mapped_column(Integer, default=0)
+    # Planned refs that repeat another of the job's refs and share its row (0005): done = rows + these.
+    duplicates: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Why planning skipped entries: reason -> count (0005).
+    skip_reasons: Mapped[dict[str, int] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -100,7 +121,7 @@ class Chunk(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     seq: Mapped[int] = mapped_column(Integer)
-    refs: Mapped[list[Any]] = mapped_column(JSON)
+    refs: Mapped[list[Any]] = mapped_column(RefList)
     size: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(20), default=ChunkStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -115,13 +136,18 @@ class Result(Base):
 
     __tablename__ = "results"
     __table_args__ = (
-        UniqueConstraint("job_id", "image_uri", name="uq_results_job_uri"),
+        # Keyed by a hash (0005): a raw ref may be longer than an index row may be, or hold NUL.
+        UniqueConstraint("job_id", "uri_key", name="uq_results_job_key"),
         Index("ix_results_sha256_model", "sha256", "model_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The ref as shown: storable text, with NUL and undecodable bytes as backslash escapes (refs.py).
     image_uri: Mapped[str] = mapped_column(Text)
+    uri_key: Mapped[str] = mapped_column(String(64))
+    # The ref's lossless code when image_uri is not the ref itself; None when it is.
+    ref: Mapped[str | None] = mapped_column(Text)
     sha256: Mapped[str | None] = mapped_column(String(64))
     byte_size: Mapped[int | None] = mapped_column(BigInteger)
     width: Mapped[int | None] = mapped_column(Integer)
@@ -142,7 +168,9 @@ class Result(Base):
 
 @dataclass(slots=True)
 class ResultRow:
-    """What a chunk learnt about one image, before it is written as a :class:`Result` of a job."""
+    """What a chunk learnt about one image, before it is written as a :class:`Result` of a job.
+
+    ``image_uri`` is the ref itself, any text; writing it makes it storable."""
 
     image_uri: str
     sha256: str | None = None

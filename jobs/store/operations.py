@@ -6,19 +6,21 @@ tasks are delivered at least once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import String, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from aiscan.jobs.store.db import Database, DatabaseError
+from aiscan.jobs.store.db import Database, DatabaseError, is_transient
 from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result, ResultRow
 from aiscan.jobs.store.queries import count_open_chunks, get_job, open_chunks
+from aiscan.jobs.store.refs import display_ref, original_ref, storable_text, stored_original, uri_key
+from aiscan.model.errors import ErrorKind
 
 
 def _now() -> datetime:
@@ -68,13 +70,19 @@ def add_chunk(db: Database, job_id: int, seq: int, refs: list[str], *, refs_so_f
         return chunk_id
 
 
-def end_planning(db: Database, job_id: int, *, total: int, skipped: int) -> None:
-    """Record a planned job's counts and mark it ``running``, unless it finished meanwhile."""
+def end_planning(
+    db: Database, job_id: int, *, total: int, skipped: int, skip_reasons: Mapping[str, int] | None = None
+) -> None:
+    """Record a planned job's counts (and why entries were skipped) and mark it ``running``, unless it
+    finished meanwhile."""
     with db.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             return
         job.total, job.skipped, job.planned = total, skipped, True
+        job.skip_reasons = (
+            {storable_text(k, 200): int(v) for k, v in skip_reasons.items()} if skip_reasons else None
+        )
         if job.status == JobStatus.PLANNING:
             job.status = JobStatus.RUNNING
 
@@ -87,9 +95,14 @@ def mark_job(db: Database, job_id: int, status: JobStatus, *, error: str | None 
             return
         job.status = status
         if error is not None:
-            job.error = error
+            job.error = storable_text(error)
         if status in JobStatus.FINISHED:
             job.finished_at = _now()
+        if status == JobStatus.DONE and job.planned:
+            # Every planned ref has its row now, and repeated refs share one: the rest are duplicates.
+            # Counted from the rows, so redelivered chunks and `retry --errors` leave it the same.
+            rows = s.scalar(select(func.count()).where(Result.job_id == job_id)) or 0
+            job.duplicates = max(0, job.total - rows)
 
 
 def ready_to_finish(db: Database, job_id: int) -> bool:
@@ -122,14 +135,17 @@ def reopen_job(db: Database, job_id: int, *, errors: bool) -> Reopened:
         s.execute(update(Chunk).where(open_chunks(job_id)).values(attempts=0))
         new_chunks: list[Chunk] = []
         if errors:
-            failed = list(
-                s.scalars(
-                    select(Result.image_uri)
+            failed = [
+                original_ref(image_uri, ref)
+                for image_uri, ref in s.execute(
+                    select(Result.image_uri, Result.ref)
                     .where(Result.job_id == job_id, Result.error_kind.is_not(None))
-                    .order_by(Result.image_uri)
+                    .order_by(Result.image_uri, Result.id)
                 )
-            )
-            next_seq = (s.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job_id)) or -1) + 1
+            ]
+            # Not `max or -1`: a job whose only chunk is seq 0 has max 0, which is falsy.
+            last_seq = s.scalar(select(func.max(Chunk.seq)).where(Chunk.job_id == job_id))
+            next_seq = 0 if last_seq is None else last_seq + 1
             for i in range(0, len(failed), job.chunk_size):
                 refs = failed[i : i + job.chunk_size]
                 new_chunks.append(Chunk(job_id=job_id, seq=next_seq, refs=refs, size=len(refs)))
@@ -184,11 +200,43 @@ def claim_chunk(db: Database, job_id: int, chunk_id: int, worker: str | None) ->
 
 
 def commit_chunk(db: Database, job_id: int, chunk_id: int, model_id: int, rows: Sequence[ResultRow]) -> None:
-    """Write a chunk's rows and its done mark in one transaction: a second delivery leaves the same rows."""
+    """Write a chunk's rows and its done mark in one transaction: a second delivery leaves the same rows.
+
+    A row the database refuses for a data reason becomes an ``internal`` error row; the others stay."""
     stamp = _now()
+    try:
+        with db.session() as s:
+            upsert_results(s, job_id, model_id, rows, classified_at=stamp)
+            _mark_done(s, chunk_id, stamp)
+        return
+    except Exception as exc:
+        if is_transient(exc):
+            raise
     with db.session() as s:
-        upsert_results(s, job_id, model_id, rows, classified_at=stamp)
-        s.execute(update(Chunk).where(Chunk.id == chunk_id).values(status=ChunkStatus.DONE, done_at=stamp))
+        # The done mark first: it makes pysqlite open the transaction, so the savepoints below nest in it.
+        _mark_done(s, chunk_id, stamp)
+        for row in _unique_rows(rows):
+            try:
+                with s.begin_nested():
+                    upsert_results(s, job_id, model_id, [row], classified_at=stamp)
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                refused = ResultRow(row.image_uri, error_kind=ErrorKind.INTERNAL, error=_refusal(exc))
+                with s.begin_nested():
+                    upsert_results(s, job_id, model_id, [refused], classified_at=stamp)
+
+
+def _mark_done(session: Session, chunk_id: int, stamp: datetime) -> None:
+    session.execute(update(Chunk).where(Chunk.id == chunk_id).values(status=ChunkStatus.DONE, done_at=stamp))
+
+
+def _refusal(exc: Exception) -> str:
+    """Why the database refused a row, named by the error's class and SQLSTATE, never by its values."""
+    orig = getattr(exc, "orig", None) or exc
+    sqlstate = getattr(orig, "sqlstate", None)
+    name = type(orig).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
+    return f"the database could not store this image's result: {name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +257,14 @@ def unscored_refs(db: Database, job_id: int, chunk_id: int) -> Unscored | None:
         refs = list(chunk.refs)
         classified = set(
             s.scalars(
-                select(Result.image_uri).where(
-                    Result.job_id == job_id, Result.image_uri.in_(refs), Result.error_kind.is_(None)
+                select(Result.uri_key).where(
+                    Result.job_id == job_id,
+                    Result.uri_key.in_({uri_key(ref) for ref in refs}),
+                    Result.error_kind.is_(None),
                 )
             )
         )
-        return Unscored([ref for ref in refs if ref not in classified], job.model_id)
+        return Unscored([ref for ref in refs if uri_key(ref) not in classified], job.model_id)
 
 
 # -- results -----------------------------------------------------------------------------------------
@@ -239,28 +289,46 @@ def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[
 
 
 # What a second delivery of a row replaces: everything but its key.
-_UPDATED_COLUMNS = [f.name for f in fields(ResultRow) if f.name != "image_uri"]
-_UPDATED_COLUMNS += ["model_id", "classified_at"]
+_UPDATED_COLUMNS = [f.name for f in fields(ResultRow)] + ["ref", "model_id", "classified_at"]
+# The character limits of the result's String columns; a longer value (an ETag, say) is cut.
+_LIMITS = {c.name: c.type.length for c in Result.__table__.columns if isinstance(c.type, String)}
+
+
+def _unique_rows(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """One row per ref, the last: a repeated ref shares its row, and one upsert may not touch a row twice."""
+    return list({uri_key(row.image_uri): row for row in rows}.values())
+
+
+def _values(row: ResultRow) -> dict[str, Any]:
+    """A row's column values as every supported database stores them."""
+    values = {
+        name: storable_text(value, _LIMITS.get(name)) if isinstance(value, str) else value
+        for name, value in asdict(row).items()
+    }
+    values["image_uri"] = display_ref(row.image_uri)
+    values["uri_key"] = uri_key(row.image_uri)
+    values["ref"] = stored_original(row.image_uri)
+    return values
 
 
 def upsert_results(
     session: Session, job_id: int, model_id: int, rows: Sequence[ResultRow], *, classified_at: datetime
 ) -> None:
-    """Insert a job's result rows, replacing any with the same (job_id, image_uri): redelivery is harmless."""
+    """Insert a job's result rows, replacing any with the same (job_id, uri_key): redelivery is harmless."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         pg = pg_insert(Result)
         stmt: Any = pg.on_conflict_do_update(
-            index_elements=["job_id", "image_uri"], set_={col: pg.excluded[col] for col in _UPDATED_COLUMNS}
+            index_elements=["job_id", "uri_key"], set_={col: pg.excluded[col] for col in _UPDATED_COLUMNS}
         )
     elif dialect == "sqlite":
         lite = sqlite_insert(Result)
         stmt = lite.on_conflict_do_update(
-            index_elements=["job_id", "image_uri"], set_={col: lite.excluded[col] for col in _UPDATED_COLUMNS}
+            index_elements=["job_id", "uri_key"], set_={col: lite.excluded[col] for col in _UPDATED_COLUMNS}
         )
     else:
         raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
     extra = {"job_id": job_id, "model_id": model_id, "classified_at": classified_at}
-    session.execute(stmt, [asdict(row) | extra for row in rows])
+    session.execute(stmt, [_values(row) | extra for row in _unique_rows(rows)])

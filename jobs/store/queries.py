@@ -76,7 +76,7 @@ def get_job(session: Session, job_id: int) -> Job:
 
 @dataclass
 class JobCounts:
-    """How far a job has come, counted from its result rows."""
+    """How far a job has come, counted from its result rows and the duplicates that share them."""
 
     total: int
     done: int
@@ -101,7 +101,8 @@ def job_counts(session: Session, job: Job) -> JobCounts:
         .where(Result.job_id == job.id)
         .group_by(Result.label, Result.error_kind)
     ).all()
-    counts = JobCounts(total=job.total, done=0, errors=0)
+    # A duplicate ref shares its first occurrence's row, yet it is one of the planned refs.
+    counts = JobCounts(total=job.total, done=job.duplicates or 0, errors=0)
     for label, error_kind, count in rows:
         counts.done += count
         if error_kind is not None:
