@@ -383,3 +383,28 @@ def test_tasks_that_run_out_of_retries_end_their_chunk_or_job(
         assert "is unavailable" in job.error
     finally:
         cluster.kill_worker("cutoff", signal.SIGTERM)
+
+
+def test_refs_the_database_cannot_index_or_store_as_text_cost_no_neighbours(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(13)
+    h = cluster.http
+    h.add("/p/ok.jpg", body=jpeg_bytes(rng))
+    h.add("/p/long.jpg", body=jpeg_bytes(rng))
+    # A presigned URL of 5 KB: past PostgreSQL's btree row limit, which once failed the chunk for good.
+    long_url = h.url("/p/long.jpg") + "?X-Amz-Signature=" + os.urandom(2560).hex()
+    urls = tmp_path / "poison.txt"
+    urls.write_text("\n".join([h.url("/p/ok.jpg"), long_url, h.url("/p/ok.jpg")]) + "\n")
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    with open(os.fsencode(odd) + b"/caf\xe9.jpg", "wb") as fh:  # not UTF-8: a lone surrogate in Python
+        fh.write(jpeg_bytes(rng))
+
+    summary = json.loads(cluster.aiscan_ok("scan", str(urls), str(odd), "--wait", "--json"))
+    assert summary["status"] == "done"
+    assert summary["counts"]["done"] == summary["counts"]["total"] == 4
+    assert summary["counts"]["errors"] == 0 and summary["duplicates"] == 1
+    rows = {r.image_uri: r for r in cluster.rows(summary["job_id"])}
+    assert set(rows) == {h.url("/p/ok.jpg"), long_url, f"{odd}/caf\\xe9.jpg"}
+    assert all(r.p_real is not None for r in rows.values())

@@ -1,0 +1,144 @@
+"""Whole scans on the embedded path whose refs the database could not store as they are, or repeat."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import netservers
+import pytest
+from images import jpeg_bytes
+from sqlalchemy import select
+from tinymodels import save_tiny_classifier
+
+from aiscan.jobs.settings import get_settings
+from aiscan.jobs.store.db import open_database
+from aiscan.jobs.store.models import Chunk, Result
+from aiscan.jobs.store.refs import decode_ref
+
+
+@pytest.fixture
+def home(
+    aiscan_home: Path, invoke: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Embedded defaults with loopback URLs allowed and a tiny imported model as the default."""
+    monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
+    monkeypatch.setenv("AISCAN_URL_RETRIES", "0")
+    get_settings.cache_clear()
+    save_tiny_classifier(tmp_path / "m.keras", 40, seed=4)
+    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
+    return aiscan_home
+
+
+@pytest.fixture
+def http() -> Iterator[netservers.FaultyHTTPServer]:
+    with netservers.FaultyHTTPServer() as srv:
+        yield srv
+
+
+def _rows(job_id: int) -> dict[str, Result]:
+    with open_database(get_settings().database_url).session() as s:
+        rows = {r.image_uri: r for r in s.scalars(select(Result).where(Result.job_id == job_id))}
+        s.expunge_all()
+    return rows
+
+
+def test_a_file_name_that_is_not_utf8_is_scanned_and_retried(
+    home: Path, tmp_path: Path, invoke: Callable[..., str]
+) -> None:
+    images = tmp_path / "imgs"
+    images.mkdir()
+    (images / "plain.jpg").write_bytes(jpeg_bytes(1, (80, 60)))
+    # The byte 0xE9 alone is no UTF-8: Python names the file with a lone surrogate.
+    odd = os.fsencode(images) + b"/caf\xe9.jpg"
+    with open(odd, "wb") as fh:
+        fh.write(b"not a jpeg yet")
+    summary = json.loads(invoke("scan", str(images), "--json"))
+    job_id = summary["job_id"]
+    assert summary["status"] == "done" and summary["counts"]["done"] == summary["counts"]["total"] == 2
+    rows = _rows(job_id)
+    shown = f"{images}/caf\\xe9.jpg"
+    assert set(rows) == {str(images / "plain.jpg"), shown}
+    failed = rows[shown]
+    assert failed.error_kind is not None and failed.ref is not None
+    assert os.fsencode(decode_ref(failed.ref)) == odd
+
+    with open(odd, "wb") as fh:
+        fh.write(jpeg_bytes(2, (80, 60)))
+    assert "1 images run again" in invoke("jobs", "retry", str(job_id), "--errors")
+    rows = _rows(job_id)
+    assert len(rows) == 2
+    scored = rows[shown]
+    assert scored.error_kind is None and scored.p_real is not None and scored.width == 80
+    report = invoke("report", str(job_id), "--format", "csv")
+    assert shown in report
+    assert json.loads(invoke("jobs", "show", str(job_id), "--json"))["status"] == "done"
+
+
+def test_repeated_urls_count_as_duplicates(
+    home: Path, http, tmp_path: Path, invoke: Callable[..., str]
+) -> None:
+    for i in range(3):
+        http.add(f"/ok/{i}.jpg", body=jpeg_bytes(i, (80, 60)))
+    http.add("/gone.jpg", status=404, body=b"")
+    lines = ["/ok/0.jpg", "/ok/1.jpg", "/ok/0.jpg", "/gone.jpg", "/ok/2.jpg", "/ok/0.jpg", "/gone.jpg"]
+    urls = tmp_path / "u.txt"
+    urls.write_text("".join(http.url(p) + "\n" for p in lines))
+    # Chunks of 2: the repeats fall in the same chunk and in others.
+    summary = json.loads(invoke("scan", str(urls), "--json", "--chunk-size", "2"))
+    assert summary["status"] == "done"
+    assert summary["counts"]["total"] == summary["counts"]["done"] == 7
+    assert summary["duplicates"] == 3
+    assert len(_rows(summary["job_id"])) == 4
+
+    # A retry of the one failed URL, in a job whose chunks are many: its row is no duplicate.
+    http.add("/gone.jpg", body=jpeg_bytes(7, (80, 60)))
+    assert "1 images run again" in invoke("jobs", "retry", str(summary["job_id"]), "--errors")
+    after = json.loads(invoke("jobs", "show", str(summary["job_id"]), "--json"))
+    assert after["status"] == "done" and after["duplicates"] == 3
+    assert after["counts"]["done"] == 7 and after["counts"]["errors"] == 0
+
+
+def test_retry_errors_of_a_job_of_one_chunk(
+    home: Path, http, tmp_path: Path, invoke: Callable[..., str]
+) -> None:
+    http.add("/ok.jpg", body=jpeg_bytes(1, (80, 60)))
+    http.add("/late.jpg", status=503, body=b"")
+    urls = tmp_path / "u.txt"
+    urls.write_text(http.url("/ok.jpg") + "\n" + http.url("/late.jpg") + "\n")
+    summary = json.loads(invoke("scan", str(urls), "--json"))
+    job_id = summary["job_id"]
+    assert summary["counts"]["errors"] == 1
+    http.add("/late.jpg", body=jpeg_bytes(2, (80, 60)))
+    assert "1 images run again" in invoke("jobs", "retry", str(job_id), "--errors")
+    rows = _rows(job_id)
+    assert len(rows) == 2 and all(r.error_kind is None for r in rows.values())
+    with open_database(get_settings().database_url).session() as s:
+        assert sorted(s.scalars(select(Chunk.seq).where(Chunk.job_id == job_id))) == [0, 1]
+
+
+def test_the_worker_retries_only_transient_database_errors(
+    aiscan_home: Path, postgres_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AISCAN_BROKER_URL", redis_url)
+    get_settings.cache_clear()
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from aiscan.jobs.store.db import make_engine
+    from aiscan.worker import tasks
+
+    assert tasks.classify_chunk.autoretry_for == tasks.TRANSIENT
+    assert not any(issubclass(OperationalError, kind) for kind in tasks.TRANSIENT)
+    engine = make_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (v text)"))
+        conn.execute(text("CREATE INDEX t_v ON t (v)"))
+    with pytest.raises(OperationalError), tasks._transient_database_errors(), engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": os.urandom(4000).hex()})
+    engine.dispose()
+    down = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    with pytest.raises(tasks.TransientDatabaseError), tasks._transient_database_errors():
+        down.connect()
