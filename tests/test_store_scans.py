@@ -127,7 +127,7 @@ def test_the_worker_retries_only_transient_database_errors(
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from aiscan.jobs.store.db import make_engine
+    from aiscan.jobs.store.db import Database, make_engine
     from aiscan.worker import tasks
 
     assert tasks.classify_chunk.autoretry_for == tasks.TRANSIENT
@@ -139,6 +139,19 @@ def test_the_worker_retries_only_transient_database_errors(
     with pytest.raises(OperationalError), tasks._transient_database_errors(), engine.begin() as conn:
         conn.execute(text("INSERT INTO t VALUES (:v)"), {"v": os.urandom(4000).hex()})
     engine.dispose()
-    down = make_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    down = "postgresql+psycopg://postgres@127.0.0.1:1/none"
     with pytest.raises(tasks.TransientDatabaseError), tasks._transient_database_errors():
-        down.connect()
+        make_engine(down).connect()
+    # A worker whose first use of the database finds it down retries too.
+    with pytest.raises(tasks.TransientDatabaseError) as first_use, tasks._transient_database_errors():
+        Database(down, auto_upgrade=False)
+    assert "Connection refused" in str(first_use.value)
+    # A lost connection is named by the driver's error, not by the statement's parameters (signatures).
+    engine = make_engine(postgres_url)
+    with engine.connect() as victim, engine.connect() as admin:
+        pid = victim.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(tasks.TransientDatabaseError) as lost, tasks._transient_database_errors():
+            victim.execute(text("SELECT :secret"), {"secret": "X-Amz-Signature=abc"})
+    assert "X-Amz-Signature" in str(lost.value.__cause__) and "X-Amz-Signature" not in str(lost.value)
+    engine.dispose()

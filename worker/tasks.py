@@ -12,14 +12,14 @@ from billiard.process import current_process
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from aiscan.jobs import pipeline
 from aiscan.jobs.app import CeleryQueue, make_app
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
 from aiscan.jobs.settings import get_settings
-from aiscan.jobs.store.db import is_transient, open_database
+from aiscan.jobs.store.db import DatabaseUnavailable, is_transient, open_database
 from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.store.operations import mark_job
 from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext
@@ -40,9 +40,11 @@ def _transient_database_errors() -> Iterator[None]:
     """Re-raise database faults that may pass as TransientDatabaseError; data errors stay what they are."""
     try:
         yield
-    except (SQLAlchemyError, DisconnectionError) as exc:
+    except (SQLAlchemyError, DatabaseUnavailable) as exc:
         if is_transient(exc):
-            raise TransientDatabaseError(f"{type(exc).__name__}: {exc}") from exc
+            # The driver's own words: SQLAlchemy's text would add the statement's parameters (refs).
+            cause = getattr(exc, "orig", None) or exc
+            raise TransientDatabaseError(f"{type(cause).__name__}: {cause}") from exc
         raise
 
 

@@ -16,6 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from aiscan.jobs.errors import AiscanError
@@ -23,6 +24,10 @@ from aiscan.jobs.errors import AiscanError
 
 class DatabaseError(AiscanError):
     """The database cannot be reached or its schema is not the one this aiscan expects."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not be reached just now: trying again later may work."""
 
 
 # SQLSTATE classes and codes of faults that pass: connection exceptions, an administrator's or a crash's
@@ -34,7 +39,7 @@ _TRANSIENT_SQLITE_CODES = frozenset({5, 6, 14})
 
 def is_transient(exc: BaseException) -> bool:
     """True when a database error may pass if the work is tried again; data errors never do."""
-    if isinstance(exc, DisconnectionError):
+    if isinstance(exc, DisconnectionError | PoolTimeout | DatabaseUnavailable):
         return True
     if not isinstance(exc, DBAPIError):
         return False
@@ -122,7 +127,9 @@ class Database:
         try:
             revision = current_revision(self.engine)
         except OperationalError as exc:
-            raise DatabaseError(f"cannot connect to the database {safe_url}: {exc.orig}") from None
+            # A server that is down now (or restarting) is worth retrying; one that refuses us is not.
+            error = DatabaseUnavailable if is_transient(exc) else DatabaseError
+            raise error(f"cannot connect to the database {safe_url}: {exc.orig}") from None
         if revision == head_revision():
             return
         if auto_upgrade:
