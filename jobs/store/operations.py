@@ -331,4 +331,6 @@ def upsert_results(
     else:
         raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
     extra = {"job_id": job_id, "model_id": model_id, "classified_at": classified_at}
-    session.execute(stmt, [_values(row) | extra for row in _unique_rows(rows)])
+    # RETURNING makes SQLAlchemy send multi-row INSERTs (insertmanyvalues) rather than psycopg's pipelined
+    # executemany, whose failure on a refused value leaves an "error ignored terminating" warning on stderr.
+    session.execute(stmt.returning(Result.id), [_values(row) | extra for row in _unique_rows(rows)])
