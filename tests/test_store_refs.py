@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -337,3 +339,34 @@ def test_migration_0005_keys_existing_rows_and_rolls_back(url: str) -> None:
         assert s.scalar(select(sa.func.count()).select_from(Result)) == 4
     db.dispose()
     engine.dispose()
+
+
+def test_a_refused_row_leaves_nothing_on_stderr(postgres_url: str, tmp_path: Path) -> None:
+    # psycopg's pipelined executemany of a full chunk warns on stderr as it aborts, past pytest's log capture.
+    script = tmp_path / "refuse.py"
+    script.write_text(
+        "import sys\n"
+        "from aiscan.jobs.store.db import Database\n"
+        "from aiscan.jobs.store.models import Job, ResultRow\n"
+        "from aiscan.jobs.store.operations import add_chunk, commit_chunk\n"
+        "from aiscan.jobs.store.queries import register_model\n"
+        "db = Database(sys.argv[1], auto_upgrade=True)\n"
+        "with db.session() as s:\n"
+        "    m = register_model(s, name='m', path='/x', sha256='0' * 64, meta={})\n"
+        "    j = Job(sources=['/x'], model_id=m.id, chunk_size=256, options={}, planned=False, total=0,\n"
+        "            skipped=0)\n"
+        "    s.add(j)\n"
+        "    s.flush()\n"
+        "    job_id, model_id = j.id, m.id\n"
+        "for seq in range(5):\n"
+        "    refs = [f'/{seq}/{i}.jpg' for i in range(256)]\n"
+        "    chunk = add_chunk(db, job_id, seq, refs, refs_so_far=0)\n"
+        "    rows = [ResultRow(r, width=2**70 if i == 7 else 1) for i, r in enumerate(refs)]\n"
+        "    commit_chunk(db, job_id, chunk, model_id, rows)\n"
+        "db.dispose()\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), postgres_url], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
