@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, inspect, select
 from sqlalchemy.orm import Session
 
 from aiscan.jobs.store import db as store_db
 from aiscan.jobs.store.models import Job, Result
 from aiscan.jobs.store.queries import register_model
+from aiscan.jobs.store.refs import uri_key
 from aiscan.model import errors as model_errors
 from aiscan.model.errors import DecodeError, ErrorKind
 
@@ -77,6 +78,9 @@ def add_results(engine: Engine, kinds: dict[str, str | None]) -> None:
             }
             for uri, kind in kinds.items()
         ]
+        if "uri_key" in {c["name"] for c in inspect(s.connection()).get_columns("results")}:
+            for row in rows:  # the key every row has since 0005
+                row["uri_key"] = uri_key(row["image_uri"])
         s.execute(insert(Result.__table__), rows)
 
 
