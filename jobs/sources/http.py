@@ -35,7 +35,7 @@ _RETRY_AFTER_CAP = 5.0
 # A whole fetch (every hop, attempt and backoff) ends within this many AISCAN_URL_TIMEOUTs, plus at
 # most one read timeout for the read in progress when the deadline passes: read timeouts bound each
 # network read, not a server that trickles bytes forever.
-_TOTAL_TIME_FACTOR = 10
+FETCH_TIME_FACTOR = 10
 _HOST = re.compile(r"^[A-Za-z0-9._-]+$")
 # DNS limits: IDNA encoding (getaddrinfo) raises UnicodeError past them
 _MAX_LABEL, _MAX_HOST = 63, 253
@@ -125,7 +125,7 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 
 def _timed_out(settings: Settings) -> FetchError:
-    total = settings.url_timeout * _TOTAL_TIME_FACTOR
+    total = settings.url_timeout * FETCH_TIME_FACTOR
     return FetchError(ErrorKind.TIMEOUT, f"no complete answer within {total:g} s")
 
 
@@ -155,7 +155,8 @@ def _read_body(resp: httpx.Response, settings: Settings, deadline: float) -> byt
     if encoding not in ("", "identity"):
         # we asked for identity; inflating what came anyway could turn kilobytes into gigabytes
         raise FetchError(
-            ErrorKind.HTTP_ERROR, f"the server sent a {encoding[:40]!r}-encoded body, not the identity asked for"
+            ErrorKind.HTTP_ERROR,
+            f"the server sent a {encoding[:40]!r}-encoded body, not the identity asked for",
         )
     limit = settings.max_image_bytes
     length = resp.headers.get("content-length", "")
@@ -261,8 +262,8 @@ def _get(target: _Target, settings: Settings, deadline: float) -> bytes | _Redir
 def fetch_url(url: str, settings: Settings) -> Fetched:
     """The body of an http(s) URL, following redirects by hand so each hop passes the SSRF guard.
 
-    Every hop, attempt and backoff shares one deadline of ``_TOTAL_TIME_FACTOR`` URL timeouts."""
-    deadline = time.monotonic() + settings.url_timeout * _TOTAL_TIME_FACTOR
+    Every hop, attempt and backoff shares one deadline of ``FETCH_TIME_FACTOR`` URL timeouts."""
+    deadline = time.monotonic() + settings.url_timeout * FETCH_TIME_FACTOR
     current = url
     for hop in range(settings.url_max_redirects + 1):
         try:

@@ -26,7 +26,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from aiscan.jobs.errors import ConfigError, FetchError, SourceError, TransientFetchError
 from aiscan.jobs.settings import Settings
-from aiscan.jobs.sources.base import Fetched
+from aiscan.jobs.sources.base import Fetched, SkipCounts
 from aiscan.jobs.sources.capped import read_capped
 from aiscan.jobs.sources.clients import process_client
 from aiscan.jobs.sources.urltext import redact_url
@@ -147,7 +147,7 @@ def _source_errors(bucket: str, settings: Settings) -> Iterator[None]:
 # -- the source ------------------------------------------------------------------------------------
 
 
-class S3Source:
+class S3Source(SkipCounts):
     """Objects under ``s3://bucket/prefix`` whose keys have an image extension, listed page by page."""
 
     def __init__(self, spec: str, settings: Settings, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
@@ -156,7 +156,7 @@ class S3Source:
             raise SourceError("not a valid S3 source: give s3://bucket or s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix
         self.spec = f"s3://{bucket}/{prefix}"
-        self.skipped = 0
+        super().__init__()
         self.pages = 0  # listing pages fetched so far
         self.page_size = page_size
         self._settings = settings
@@ -184,7 +184,7 @@ class S3Source:
                 if posixpath.splitext(key)[1].lower() in IMAGE_EXTENSIONS:
                     yield f"s3://{self.bucket}/{key}"
                 else:
-                    self.skipped += 1
+                    self.skip("not_an_image")
 
 
 # -- fetching --------------------------------------------------------------------------------------
