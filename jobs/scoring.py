@@ -56,7 +56,7 @@ def score_refs(
     fetch_one = partial(_fetch, ctx.settings)
     workers = ctx.settings.fetch_concurrency
     window = read_window(classifier)
-    started = _before(ctx.deadline, refs)
+    started = _before(ctx, refs)
     if reuse_from is None:
         reads = read_ahead(fetch_one, started, workers=workers, window=window)
         fetched: Iterator[_Fetched] = reads
@@ -68,7 +68,7 @@ def score_refs(
     rows = []
     try:
         for item, scores in score_batches(
-            _before(ctx.deadline, fetched),
+            _before(ctx, fetched),
             partial(_decode, classifier),
             classifier,
             on_progress=ctx.on_progress,
@@ -82,10 +82,10 @@ def score_refs(
     return rows + _timed_out(refs, rows, ctx)
 
 
-def _before(deadline: float | None, items: Iterable[T]) -> Iterator[T]:
-    """``items`` until the monotonic ``deadline`` passes (all of them without one)."""
+def _before(ctx: TaskContext, items: Iterable[T]) -> Iterator[T]:
+    """``items`` until ``ctx.deadline`` passes (all of them without one)."""
     for item in items:
-        if deadline is not None and time.monotonic() >= deadline:
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
             return
         yield item
 

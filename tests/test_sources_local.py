@@ -97,9 +97,17 @@ def test_a_tree_deeper_than_the_recursion_limit(tmp_path: Path) -> None:
     with open(os.path.join(deepest, "deep.jpg"), "wb") as fh:
         fh.write(JPEG)
     (tmp_path / "root" / "d" / "back").symlink_to(tmp_path / "root")
-    source = LocalSource(str(tmp_path / "root"))
-    assert list(source.iter_refs()) == [os.path.join(deepest, "deep.jpg")]
-    assert source.skip_reasons == {"link_to_directory": 1}
+    try:
+        source = LocalSource(str(tmp_path / "root"))
+        assert list(source.iter_refs()) == [os.path.join(deepest, "deep.jpg")]
+        assert source.skip_reasons == {"link_to_directory": 1}
+    finally:
+        # bottom up, one level at a time: shutil.rmtree (and pytest's clean-up with it) would recurse
+        os.unlink(os.path.join(deepest, "deep.jpg"))
+        os.unlink(tmp_path / "root" / "d" / "back")
+        while deepest != str(tmp_path):
+            os.rmdir(deepest)
+            deepest = os.path.dirname(deepest)
 
 
 def test_the_root_is_stored_as_its_real_path(tree: Path, tmp_path: Path) -> None:
