@@ -74,7 +74,10 @@ def score_refs(
             on_progress=ctx.on_progress,
         ):
             if scores is not None:
-                _score_row(classifier, item, scores)
+                try:
+                    _score_row(classifier, item, scores)
+                except Exception as exc:  # one image's aggregation, like its fetch and decode
+                    item.row.error_kind, item.row.error = ErrorKind.INTERNAL, internal_error(exc)
             rows.append(item.row)
     finally:
         if isinstance(reads, Generator):
