@@ -77,7 +77,9 @@ def score_refs(
                 try:
                     _score_row(classifier, item, scores)
                 except Exception as exc:  # one image's aggregation, like its fetch and decode
-                    item.row.error_kind, item.row.error = ErrorKind.INTERNAL, internal_error(exc)
+                    row = item.row
+                    row.p_real = row.label = None
+                    row.error_kind, row.error = ErrorKind.INTERNAL, internal_error(exc)
             rows.append(item.row)
     finally:
         if isinstance(reads, Generator):
