@@ -34,6 +34,10 @@ _URL_SECRETS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s@]*@)?([^?#\s]*)
 _MAX_MESSAGE = 500
 # what a chunk cut short by its deadline keeps for scoring the images in flight and committing
 _COMMIT_MARGIN = 60.0
+_CHUNK_TIMEOUT = (
+    "the chunk reached its time limit (AISCAN_TASK_SOFT_TIME_LIMIT) before this image; "
+    "`aiscan jobs retry JOB --errors` runs it again"
+)
 
 
 @dataclass(slots=True)
@@ -103,9 +107,7 @@ def _timed_out(refs: list[str], rows: list[ResultRow], ctx: TaskContext) -> list
     for ref in refs:
         if left[ref] > 0:
             left[ref] -= 1
-            missing.append(
-                ResultRow(ref, error_kind=ErrorKind.TIMEOUT, error="the chunk reached its time limit first")
-            )
+            missing.append(ResultRow(ref, error_kind=ErrorKind.TIMEOUT, error=_CHUNK_TIMEOUT))
     if missing:
         ctx.on_progress(len(missing))
     return missing

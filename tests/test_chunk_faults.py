@@ -134,7 +134,8 @@ def test_a_chunk_past_its_deadline_keeps_what_it_scored(home: Path, tmp_path: Pa
     timed_out = [r for r in rows if r.error_kind == "timeout"]
     assert len(rows) == 40 and len(scored) + len(timed_out) == 40
     assert 4 <= len(scored) < 40  # the first batch at least, then nothing new started
-    assert {r.error for r in timed_out} == {"the chunk reached its time limit first"}
+    assert {r.error for r in timed_out} == {scoring._CHUNK_TIMEOUT}
+    assert "AISCAN_TASK_SOFT_TIME_LIMIT" in scoring._CHUNK_TIMEOUT
     assert sum(progress) == 40  # the timeout rows count as handled too
 
 
