@@ -171,7 +171,7 @@ def _request(target: _Target, address: str, settings: Settings, deadline: float)
     headers = {**_HEADERS, "Host": target.host_header}
     # SNI and certificate checks use the real host name even though the socket goes to the IP
     extensions = {"sni_hostname": target.host} if target.https else None
-    # every connect and read waits at most the time left, so none outlives the deadline by more than that
+    # no connect or read waits longer than the time left when the request starts (nor one URL timeout)
     timeout = httpx.Timeout(min(settings.url_timeout, _left(deadline, settings)))
     url = target.url.copy_with(host=address)
     try:
