@@ -6,6 +6,7 @@ machine that only submits jobs never needs TensorFlow.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 
@@ -36,6 +37,7 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
     if plan is None:
         return
     total = skipped = seq = 0
+    skip_reasons: Counter[str] = Counter()
     try:
         for spec in plan.sources:
             source = open_source(spec, ctx.settings)
@@ -47,12 +49,13 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
                 ctx.send(CLASSIFY_CHUNK, job_id, chunk_id)
                 seq += 1
             skipped += source.skipped
+            skip_reasons.update(source.skip_reasons)
     except TransientFetchError:
         raise
     except AiscanError as exc:
         mark_job(ctx.db, job_id, JobStatus.FAILED, error=str(exc))
         return
-    end_planning(ctx.db, job_id, total=total, skipped=skipped)
+    end_planning(ctx.db, job_id, total=total, skipped=skipped, skip_reasons=dict(skip_reasons))
     _finish_if_complete(ctx, job_id)
 
 

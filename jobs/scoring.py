@@ -6,20 +6,38 @@ The scheduling (read-ahead, decode pool, full batches) is `model.batching`'s; wh
 from __future__ import annotations
 
 import hashlib
+import re
+import time
+from collections import Counter
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
+from typing import TypeVar
 
 import numpy as np
 
-from aiscan.jobs.errors import FetchError
+from aiscan.jobs.errors import FetchError, TransientFetchError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch
+from aiscan.jobs.sources.http import FETCH_TIME_FACTOR
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import ResultRow
 from aiscan.jobs.store.operations import known_scores
 from aiscan.jobs.tasks import Classifier, TaskContext
 from aiscan.model.batching import read_ahead, read_window, score_batches
 from aiscan.model.errors import ErrorKind
+
+T = TypeVar("T")
+# scheme://, then userinfo@ (dropped), the rest up to a query or fragment (dropped)
+_URL_SECRETS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s@]*@)?([^?#\s]*)(?:[?#]\S*)?")
+_MAX_MESSAGE = 500
+# what a chunk cut short by its deadline keeps for scoring the images in flight and committing
+_COMMIT_MARGIN = 60.0
+_CHUNK_TIMEOUT = (
+    "the chunk reached its time limit (AISCAN_TASK_SOFT_TIME_LIMIT) before this image; "
+    "`aiscan jobs retry JOB --errors` runs it again"
+)
 
 
 @dataclass(slots=True)
@@ -37,23 +55,70 @@ def score_refs(
     """One row per ref, in the order they were handled; fetch and decode failures are rows with an error.
 
     With ``reuse_from`` (a model id), images whose content that model already scored reuse the result.
+    Once ``ctx.deadline`` passes no fetch or decode starts: the refs not handled by then are `timeout` rows.
     """
     fetch_one = partial(_fetch, ctx.settings)
     workers = ctx.settings.fetch_concurrency
+    window = read_window(classifier)
+    started = _before(ctx, refs)
     if reuse_from is None:
-        fetched = read_ahead(fetch_one, refs, workers=workers, window=read_window(classifier))
+        reads = read_ahead(fetch_one, started, workers=workers, window=window)
+        fetched: Iterator[_Fetched] = reads
     else:
-        # Every ref is fetched and hashed first, so one query finds all content already scored.
-        every = list(read_ahead(fetch_one, refs, workers=workers, window=len(refs)))
-        fetched = iter(_reuse_known(ctx.db, every, reuse_from))
+        # Known content is looked up one batch at a time, so the bytes held stay within the read window.
+        lookup = classifier.batch_size
+        reads = read_ahead(fetch_one, started, workers=workers, window=max(lookup, window - lookup))
+        fetched = _reuse_known(ctx.db, reads, reuse_from, lookup)
     rows = []
-    for item, scores in score_batches(
-        fetched, partial(_decode, classifier), classifier, on_progress=ctx.on_progress
-    ):
-        if scores is not None:
-            _score_row(classifier, item, scores)
-        rows.append(item.row)
-    return rows
+    try:
+        for item, scores in score_batches(
+            _before(ctx, fetched),
+            partial(_decode, classifier),
+            classifier,
+            on_progress=ctx.on_progress,
+        ):
+            if scores is not None:
+                try:
+                    _score_row(classifier, item, scores)
+                except Exception as exc:  # one image's aggregation, like its fetch and decode
+                    row = item.row
+                    row.p_real = row.label = None
+                    row.error_kind, row.error = ErrorKind.INTERNAL, internal_error(exc)
+            rows.append(item.row)
+    finally:
+        if isinstance(reads, Generator):
+            reads.close()  # reads still running finish (each has its own deadline); queued ones never start
+    return rows + _timed_out(refs, rows, ctx)
+
+
+def _before(ctx: TaskContext, items: Iterable[T]) -> Iterator[T]:
+    """``items`` until ``ctx.deadline`` passes (all of them without one)."""
+    for item in items:
+        if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+            return
+        yield item
+
+
+def _timed_out(refs: list[str], rows: list[ResultRow], ctx: TaskContext) -> list[ResultRow]:
+    """A `timeout` row for each ref that has no row, once the chunk's deadline cut it short."""
+    left = Counter(refs)
+    left.subtract(row.image_uri for row in rows)
+    missing = []
+    for ref in refs:
+        if left[ref] > 0:
+            left[ref] -= 1
+            missing.append(ResultRow(ref, error_kind=ErrorKind.TIMEOUT, error=_CHUNK_TIMEOUT))
+    if missing:
+        ctx.on_progress(len(missing))
+    return missing
+
+
+def task_deadline(settings: Settings) -> float:
+    """When a worker's chunk stops starting images: the soft time limit, less what the images in flight
+    may still take (a whole fetch, then decoding and scoring) and the commit."""
+    limit = settings.task_soft_time_limit
+    margin = min(limit / 2, settings.url_timeout * (FETCH_TIME_FACTOR + 1) + _COMMIT_MARGIN)
+    return time.monotonic() + limit - margin
 
 
 def _score_row(classifier: Classifier, item: _Fetched, scores: np.ndarray) -> None:
@@ -70,10 +135,15 @@ def _fetch(settings: Settings, ref: str) -> _Fetched:
     row = ResultRow(ref)
     try:
         fetched = fetch(ref, settings)
+        row.sha256 = hashlib.sha256(fetched.data).hexdigest()
     except FetchError as exc:
         row.error_kind, row.error = exc.error_kind, str(exc)
         return _Fetched(row, None)
-    row.sha256 = hashlib.sha256(fetched.data).hexdigest()
+    except TransientFetchError:
+        raise  # the storage is down: the whole task is retried later
+    except Exception as exc:  # a bug or an unforeseen input costs this image, never its neighbours
+        row.error_kind, row.error = ErrorKind.INTERNAL, internal_error(exc)
+        return _Fetched(row, None)
     row.byte_size, row.etag = len(fetched.data), fetched.etag
     return _Fetched(row, fetched.data)
 
@@ -86,22 +156,34 @@ def _decode(classifier: Classifier, item: _Fetched) -> np.ndarray | None:
     try:
         decoded = classifier.decode(data)
     except Exception as exc:  # every failure must become a row, never a lost image
-        item.row.error_kind, item.row.error = getattr(exc, "error_kind", ErrorKind.INTERNAL), str(exc)
+        kind = getattr(exc, "error_kind", None)
+        item.row.error_kind, item.row.error = (
+            (kind, str(exc)) if kind else (ErrorKind.INTERNAL, internal_error(exc))
+        )
         return None
     item.row.width, item.row.height, item.row.format = decoded.width, decoded.height, decoded.format
     item.boxes = decoded.boxes
     return decoded.views
 
 
-def _reuse_known(db: Database, items: list[_Fetched], model_id: int) -> list[_Fetched]:
-    """Fill in the scores ``model_id`` already gave the same content; those images are not decoded."""
-    by_content: dict[str, list[_Fetched]] = {}
-    for item in items:
-        if item.data is not None and item.row.sha256 is not None:
-            by_content.setdefault(item.row.sha256, []).append(item)
-    for sha256, known in known_scores(db, by_content.keys(), model_id).items():
-        for item in by_content[sha256]:
-            item.data = None
-            for column, value in known.items():
-                setattr(item.row, column, value)
-    return items
+def internal_error(exc: BaseException) -> str:
+    """An unexpected exception as a row's message: its type and text, without URL queries or userinfo."""
+    text = _URL_SECRETS.sub(r"\1\3", str(exc))
+    return f"{type(exc).__name__}: {text}"[:_MAX_MESSAGE]
+
+
+def _reuse_known(db: Database, items: Iterable[_Fetched], model_id: int, window: int) -> Iterator[_Fetched]:
+    """``items``, with the scores ``model_id`` already gave the same content filled in (those images are
+    not decoded); one query per ``window`` items."""
+    it = iter(items)
+    while batch := list(islice(it, window)):
+        by_content: dict[str, list[_Fetched]] = {}
+        for item in batch:
+            if item.data is not None and item.row.sha256 is not None:
+                by_content.setdefault(item.row.sha256, []).append(item)
+        for sha256, known in known_scores(db, by_content.keys(), model_id).items():
+            for item in by_content[sha256]:
+                item.data = None
+                for column, value in known.items():
+                    setattr(item.row, column, value)
+        yield from batch

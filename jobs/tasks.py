@@ -69,3 +69,6 @@ class TaskContext:
     send: Callable[..., None]
     classifier_for: Callable[[DetectorModel], Classifier]
     on_progress: Callable[[int], None] = field(default=lambda _n: None)
+    # time.monotonic() after which a chunk starts no more images (the rest become `timeout` rows);
+    # None runs every image however long it takes
+    deadline: float | None = None

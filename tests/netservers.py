@@ -127,6 +127,7 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] | None = None
     fail_headers: dict[str, str] = field(default_factory=dict)
+    drip: float = 0.0  # seconds between chunks: a server that trickles its body
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
             if route.chunks is None:
                 self._send(route.status, headers, route.body, head)
             else:
-                self._send_chunked(route.status, headers, route.chunks, head)
+                self._send_chunked(route.status, headers, route.chunks, head, route.drip)
+            owner.finished[_key] += 1
         except (ConnectionError, TimeoutError):
             self.close_connection = True
 
@@ -203,7 +205,9 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(body)
 
-    def _send_chunked(self, status: int, headers: dict[str, str], chunks: list[bytes], head: bool) -> None:
+    def _send_chunked(
+        self, status: int, headers: dict[str, str], chunks: list[bytes], head: bool, drip: float
+    ) -> None:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -214,13 +218,17 @@ class _Handler(BaseHTTPRequestHandler):
         for chunk in chunks:
             if chunk:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            if drip and self.server.owner._stopping.wait(drip):
+                return
         self.wfile.write(b"0\r\n\r\n")
 
 
 class FaultyHTTPServer:
     """A threaded HTTP server on 127.0.0.1 (any free port) whose routes can fail on purpose.
 
-    ``hits[path]`` counts requests per route path (query ignored); ``requests`` records each one.
+    ``hits[path]`` counts requests per route path (query ignored); ``requests`` records each one;
+    ``finished[path]`` counts responses sent whole.
     Pass ``ssl_context`` (a server-side context) to serve HTTPS instead.
     """
 
@@ -228,6 +236,7 @@ class FaultyHTTPServer:
         self.ssl_context = ssl_context
         self.routes: dict[str, Route] = {}
         self.hits: Counter[str] = Counter()
+        self.finished: Counter[str] = Counter()
         self.requests: list[Seen] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -255,8 +264,10 @@ class FaultyHTTPServer:
         headers: dict[str, str] | None = None,
         chunks: list[bytes] | None = None,
         fail_headers: dict[str, str] | None = None,
+        drip: float = 0.0,
     ) -> str:
-        """Serve ``path``; returns its full URL. ``chunks`` sends a chunked body (no Content-Length)."""
+        """Serve ``path``; returns its full URL. ``chunks`` sends a chunked body (no Content-Length),
+        ``drip`` seconds apart."""
         route = Route(
             body,
             status,
@@ -267,6 +278,7 @@ class FaultyHTTPServer:
             dict(headers or {}),
             chunks,
             dict(fail_headers or {}),
+            drip,
         )
         with self._lock:
             self.routes[path] = route

@@ -226,3 +226,14 @@ def test_listing_client_works_with_plain_boto3(settings: Settings, endpoint: str
     other = boto3.client("s3", endpoint_url=endpoint)
     other.put_object(Bucket=bucket, Key="x/y.jpeg", Body=JPEG)
     assert list(open_source(f"s3://{bucket}/x", settings).iter_refs()) == [f"s3://{bucket}/x/y.jpeg"]
+
+
+def test_a_dripping_object_is_cut_off_at_the_deadline(tmp_path: Path) -> None:
+    with netservers.FaultyHTTPServer() as srv:
+        # headers at once, then a byte every 0.1 s for a minute: no single read ever times out
+        srv.add("/bkt/drip.jpg", chunks=[b"\xff\xd8"] + [b"\0"] * 600, drip=0.1, headers={"ETag": '"d"'})
+        settings = make_settings(tmp_path, srv.url(""), AISCAN_URL_TIMEOUT="0.2")
+        with pytest.raises(FetchError, match="within 2 s") as info:
+            fetch_s3("s3://bkt/drip.jpg", settings)
+        assert info.value.error_kind == "timeout"
+        assert srv.finished["/bkt/drip.jpg"] == 0 and srv.hits["/bkt/drip.jpg"] == 1

@@ -383,3 +383,49 @@ def test_the_guard_itself_stops_outside_connections(
     assert kind_of("http://10.1.2.3:9/a.jpg", anything)[0] == "connection_error"
     assert guard.violations == [("10.1.2.3", 9)]
     guard.violations.clear()
+
+
+# -- hostile servers and references: typed rows, never a hang or an exception ---------------------------
+
+
+@pytest.mark.parametrize("location", ["data:image/png;base64,iVBORw0KGgo=", "javascript:alert(1)"])
+def test_redirect_to_data_or_javascript_is_bad_url(
+    server: netservers.FaultyHTTPServer, settings: Settings, location: str
+) -> None:
+    kind, message = kind_of(server.redirect("/to-script", location), settings)
+    assert kind == "bad_url" and "Location" in message
+
+
+def test_host_label_longer_than_dns_allows_is_bad_url(
+    server: netservers.FaultyHTTPServer, settings: Settings
+) -> None:
+    long_host = "a" * 64 + ".example"
+    assert kind_of(f"http://{long_host}/a.jpg", settings)[0] == "bad_url"
+    assert kind_of(f"http://{'b' * 250}.example.com/a.jpg", settings)[0] == "bad_url"
+    kind, message = kind_of(server.redirect("/to-long", f"http://{long_host}/a.jpg"), settings)
+    assert kind == "bad_url" and "redirect" in message
+
+
+def test_a_dripping_body_is_cut_off_at_the_deadline(
+    server: netservers.FaultyHTTPServer, settings: Settings
+) -> None:
+    # 0.2 s per read, 10 x that for the whole fetch; the server would need 60 s to finish
+    fast = dataclasses.replace(settings, url_timeout=0.2)
+    url = server.add("/drip.jpg", chunks=[JPEG[:4]] + [b"\0"] * 600, drip=0.1)
+    kind, message = kind_of(url, fast)
+    assert kind == "timeout" and "within 2 s" in message
+    assert server.finished["/drip.jpg"] == 0  # the fetch gave up while the server was still sending
+    assert server.hits["/drip.jpg"] == 1  # no time was left for a retry
+
+
+def test_a_compressed_body_is_refused_not_inflated(
+    server: netservers.FaultyHTTPServer, settings: Settings
+) -> None:
+    import gzip
+
+    bomb = gzip.compress(b"\0" * (50 * 1024 * 1024))  # 50 MB inflated, about 50 KB sent
+    for headers in ({"Content-Encoding": "gzip"}, {"Content-Encoding": "deflate, gzip"}):
+        kind, message = kind_of(server.add("/bomb.jpg", bomb, headers=headers), settings)
+        assert kind == "http_error" and "gzip" in message
+    plain = server.add("/plain.jpg", JPEG, headers={"Content-Encoding": "identity"})
+    assert fetch(plain, settings).data == JPEG

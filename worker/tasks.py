@@ -18,6 +18,7 @@ from aiscan.jobs import pipeline
 from aiscan.jobs.app import CeleryQueue, make_app
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
+from aiscan.jobs.scoring import task_deadline
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import DatabaseUnavailable, is_transient, open_database
 from aiscan.jobs.store.models import JobStatus
@@ -67,6 +68,8 @@ def _context() -> TaskContext:
         db=open_database(settings.database_url),
         send=queue.send,
         classifier_for=classifier_factory(settings, settings.batch_size),
+        # the chunk ends itself in time, keeping what it scored; the soft limit stays as a backstop
+        deadline=task_deadline(settings),
     )
 
 

@@ -37,7 +37,7 @@ def _open_path(path: str, settings: Settings) -> Source:
     expanded = os.path.expanduser(path)
     if expanded.lower().endswith(LIST_SUFFIXES) and os.path.isfile(expanded):
         return UrlListSource(expanded)
-    return LocalSource(path)
+    return LocalSource(path, follow_links_outside_root=settings.follow_links_outside_root)
 
 
 def _fetch_path(path: str, settings: Settings) -> Fetched:

@@ -1,4 +1,5 @@
-"""What every source offers: image refs enumerated lazily, and one ref's bytes as a ``Fetched``."""
+"""What every source offers: image refs enumerated lazily, skipped entries counted by reason, and one
+ref's bytes as a ``Fetched``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,30 @@ from typing import Protocol
 
 
 class Source(Protocol):
-    """A parsed source argument; ``spec`` is what the job stores, ``skipped`` counts non-image entries."""
+    """A parsed source argument; ``spec`` is what the job stores, ``skip_reasons`` counts the entries
+    that are not image refs by why (``skipped`` is their total)."""
 
     spec: str
-    skipped: int
+    skip_reasons: dict[str, int]
+
+    @property
+    def skipped(self) -> int: ...
 
     def iter_refs(self) -> Iterator[str]: ...
+
+
+class SkipCounts:
+    """Entries a source passed over, by reason: ``skip("fifo")``; ``skipped`` is the total."""
+
+    def __init__(self) -> None:
+        self.skip_reasons: dict[str, int] = {}
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skip_reasons.values())
+
+    def skip(self, reason: str) -> None:
+        self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,13 @@ _REFUSED_TYPES = frozenset({"application/json", "application/xhtml+xml"})
 _BACKOFF_BASE = 0.2
 _BACKOFF_CAP = 5.0
 _RETRY_AFTER_CAP = 5.0
-# read timeouts bound each chunk, not the whole body; this bounds a server that trickles bytes forever
-_TOTAL_TIME_FACTOR = 10
-_READ_CHUNK = 64 * 1024
+# A whole fetch (every hop, attempt and backoff) ends within this many AISCAN_URL_TIMEOUTs, plus at
+# most one read timeout for the read in progress when the deadline passes: read timeouts bound each
+# network read, not a server that trickles bytes forever.
+FETCH_TIME_FACTOR = 10
 _HOST = re.compile(r"^[A-Za-z0-9._-]+$")
+# DNS limits: IDNA encoding (getaddrinfo) raises UnicodeError past them
+_MAX_LABEL, _MAX_HOST = 63, 253
 _HEADERS = {
     "User-Agent": "aiscan/0.1 (image audit)",
     "Accept": "image/*, application/octet-stream;q=0.9, */*;q=0.5",
@@ -98,6 +101,8 @@ def _target(url: str) -> _Target:
     is_ip6 = ":" in host
     if not host or not (is_ip6 or _HOST.match(host)):
         raise FetchError(ErrorKind.BAD_URL, "not a valid URL: bad or missing host name")
+    if not is_ip6 and (len(host) > _MAX_HOST or any(len(label) > _MAX_LABEL for label in host.split("."))):
+        raise FetchError(ErrorKind.BAD_URL, "not a valid URL: host name or one of its labels is too long")
     https = u.scheme == "https"
     default = 443 if https else 80
     port = port or default
@@ -119,50 +124,80 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
 
 
-def _until(deadline: float, chunks: Iterator[bytes]) -> Iterator[bytes]:
+def _timed_out(settings: Settings) -> FetchError:
+    total = settings.url_timeout * FETCH_TIME_FACTOR
+    return FetchError(ErrorKind.TIMEOUT, f"no complete answer within {total:g} s")
+
+
+def _left(deadline: float, settings: Settings) -> float:
+    """Seconds left before ``deadline``, or FetchError(timeout) when none are."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _timed_out(settings)
+    return left
+
+
+def _until(deadline: float, settings: Settings, chunks: Iterator[bytes]) -> Iterator[bytes]:
+    # checked after every network read, so a server dripping bytes cannot hold the fetch open
     for chunk in chunks:
+        _left(deadline, settings)
         yield chunk
-        if time.monotonic() > deadline:
-            raise _Retry(ErrorKind.TIMEOUT, "the download took too long")
 
 
 def _read_body(resp: httpx.Response, settings: Settings, deadline: float) -> bytes:
-    """The body, refused early by Content-Type or Content-Length and capped while streaming."""
+    """The body, refused early by Content-Type, Content-Encoding or Content-Length; capped while streaming."""
     ctype = resp.headers.get("content-type")
     if ctype:
         mime = ctype.split(";", 1)[0].strip().lower()[:100]
         if mime.startswith("text/") or mime in _REFUSED_TYPES:
             raise FetchError(ErrorKind.BAD_CONTENT_TYPE, f"the server sent {mime}, not an image")
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # we asked for identity; inflating what came anyway could turn kilobytes into gigabytes
+        raise FetchError(
+            ErrorKind.HTTP_ERROR,
+            f"the server sent a {encoding[:40]!r}-encoded body, not the identity asked for",
+        )
     limit = settings.max_image_bytes
     length = resp.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise FetchError(ErrorKind.TOO_LARGE, f"Content-Length is {int(length)} bytes, the limit is {limit}")
-    return read_capped(_until(deadline, resp.iter_bytes(_READ_CHUNK)), limit, "the body")
+    # raw reads: each chunk is what one network read returned, and nothing is decoded
+    return read_capped(_until(deadline, settings, resp.iter_raw()), limit, "the body")
 
 
-def _request(target: _Target, address: str, settings: Settings) -> bytes | _Redirect:
+def _request(target: _Target, address: str, settings: Settings, deadline: float) -> bytes | _Redirect:
     """One GET sent to ``address`` (already checked) for ``target``'s host."""
     headers = {**_HEADERS, "Host": target.host_header}
     # SNI and certificate checks use the real host name even though the socket goes to the IP
     extensions = {"sni_hostname": target.host} if target.https else None
-    deadline = time.monotonic() + settings.url_timeout * _TOTAL_TIME_FACTOR
+    # no connect or read waits longer than the time left when the request starts (nor one URL timeout)
+    timeout = httpx.Timeout(min(settings.url_timeout, _left(deadline, settings)))
     url = target.url.copy_with(host=address)
-    with http_client(settings).stream(
-        "GET", url, headers=headers, timeout=httpx.Timeout(settings.url_timeout), extensions=extensions
-    ) as resp:
-        status = resp.status_code
-        if status in _REDIRECTS:
-            location = resp.headers.get("location")
-            if not location:
-                raise FetchError(ErrorKind.HTTP_ERROR, f"HTTP {status} redirect without a Location header")
-            return _Redirect(location)
-        if status == 429 or status >= 500:
-            raise _Retry(ErrorKind.HTTP_ERROR, f"HTTP {status}", _retry_after(resp.headers))
-        if status in (404, 410):
-            raise FetchError(ErrorKind.MISSING, f"HTTP {status}")
-        if not 200 <= status < 300:
-            raise FetchError(ErrorKind.HTTP_ERROR, f"HTTP {status}")
-        return _read_body(resp, settings, deadline)
+    try:
+        with http_client(settings).stream(
+            "GET", url, headers=headers, timeout=timeout, extensions=extensions
+        ) as resp:
+            return _response(resp, settings, deadline)
+    except httpx.InvalidURL:
+        # httpx parses a redirect's Location itself (data:, javascript: ...) before we can look at it
+        raise FetchError(ErrorKind.BAD_URL, "redirect to an invalid or non-http(s) Location") from None
+
+
+def _response(resp: httpx.Response, settings: Settings, deadline: float) -> bytes | _Redirect:
+    status = resp.status_code
+    if status in _REDIRECTS:
+        location = resp.headers.get("location")
+        if not location:
+            raise FetchError(ErrorKind.HTTP_ERROR, f"HTTP {status} redirect without a Location header")
+        return _Redirect(location)
+    if status == 429 or status >= 500:
+        raise _Retry(ErrorKind.HTTP_ERROR, f"HTTP {status}", _retry_after(resp.headers))
+    if status in (404, 410):
+        raise FetchError(ErrorKind.MISSING, f"HTTP {status}")
+    if not 200 <= status < 300:
+        raise FetchError(ErrorKind.HTTP_ERROR, f"HTTP {status}")
+    return _read_body(resp, settings, deadline)
 
 
 def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
@@ -174,31 +209,35 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-def _attempt(target: _Target, settings: Settings) -> bytes | _Redirect:
+def _attempt(target: _Target, settings: Settings, deadline: float) -> bytes | _Redirect:
     """Resolve, check and request; on a connect failure the host's next checked address is tried."""
     try:
         addresses = netguard.resolve(target.host, target.port, settings)
     except netguard.DNSUnavailable as exc:
         raise _Retry(ErrorKind.CONNECTION_ERROR, str(exc)) from None
+    except UnicodeError:  # a host name IDNA cannot encode
+        raise FetchError(ErrorKind.BAD_URL, "not a valid URL: the host name cannot be encoded") from None
     for i, address in enumerate(addresses):
         try:
-            return _request(target, address, settings)
+            return _request(target, address, settings, deadline)
         except (httpx.ConnectError, httpx.ConnectTimeout):
             if i == len(addresses) - 1:
                 raise
     raise AssertionError("getaddrinfo returned no address")  # pragma: no cover
 
 
-def _get(target: _Target, settings: Settings) -> bytes | _Redirect:
-    """One hop, retried with exponential backoff on 5xx, 429, connect failures and timeouts."""
+def _get(target: _Target, settings: Settings, deadline: float) -> bytes | _Redirect:
+    """One hop, retried with exponential backoff on 5xx, 429, connect failures and timeouts, while the
+    fetch's deadline leaves time."""
     attempts = settings.url_retries + 1
     failure = _Retry(ErrorKind.CONNECTION_ERROR, "no attempt made")
     for attempt in range(attempts):
         try:
-            return _attempt(target, settings)
+            return _attempt(target, settings, deadline)
         except _Retry as exc:
             failure = exc
         except httpx.TimeoutException:
+            _left(deadline, settings)
             failure = _Retry(ErrorKind.TIMEOUT, f"no answer within {settings.url_timeout:g} s")
         except httpx.TransportError as exc:
             if _caused_by(exc, ssl.SSLError):
@@ -212,18 +251,24 @@ def _get(target: _Target, settings: Settings) -> bytes | _Redirect:
             if delay is None:
                 delay = min(_BACKOFF_BASE * 2**attempt, _BACKOFF_CAP)
                 delay += random.uniform(0, delay / 10)  # spread out workers that failed together
+            if delay >= deadline - time.monotonic():
+                attempts = attempt + 1  # no time left for another attempt
+                break
             time.sleep(delay)
     suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
     raise FetchError(failure.kind, failure.message + suffix)
 
 
 def fetch_url(url: str, settings: Settings) -> Fetched:
-    """The body of an http(s) URL, following redirects by hand so each hop passes the SSRF guard."""
+    """The body of an http(s) URL, following redirects by hand so each hop passes the SSRF guard.
+
+    Every hop, attempt and backoff shares one deadline of ``FETCH_TIME_FACTOR`` URL timeouts."""
+    deadline = time.monotonic() + settings.url_timeout * FETCH_TIME_FACTOR
     current = url
     for hop in range(settings.url_max_redirects + 1):
         try:
             target = _target(current)
-            outcome = _get(target, settings)
+            outcome = _get(target, settings, deadline)
         except FetchError as exc:
             if hop == 0:
                 raise

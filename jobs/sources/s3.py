@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,12 +24,14 @@ from botocore.exceptions import (
     ProfileNotFound,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from urllib3.exceptions import HTTPError as Urllib3HTTPError
 
 from aiscan.jobs.errors import ConfigError, FetchError, SourceError, TransientFetchError
 from aiscan.jobs.settings import Settings
-from aiscan.jobs.sources.base import Fetched
+from aiscan.jobs.sources.base import Fetched, SkipCounts
 from aiscan.jobs.sources.capped import read_capped
 from aiscan.jobs.sources.clients import process_client
+from aiscan.jobs.sources.http import FETCH_TIME_FACTOR
 from aiscan.jobs.sources.urltext import redact_url
 from aiscan.model.errors import ErrorKind
 from aiscan.model.formats import IMAGE_EXTENSIONS
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
-_READ_CHUNK = 1024 * 1024
+_READ_CHUNK = 256 * 1024
 # Errors that say "the service is struggling", not "this object is bad": retry the whole task later.
 _BUSY_CODES = frozenset(
     {
@@ -147,7 +150,7 @@ def _source_errors(bucket: str, settings: Settings) -> Iterator[None]:
 # -- the source ------------------------------------------------------------------------------------
 
 
-class S3Source:
+class S3Source(SkipCounts):
     """Objects under ``s3://bucket/prefix`` whose keys have an image extension, listed page by page."""
 
     def __init__(self, spec: str, settings: Settings, *, page_size: int = DEFAULT_PAGE_SIZE) -> None:
@@ -156,7 +159,7 @@ class S3Source:
             raise SourceError("not a valid S3 source: give s3://bucket or s3://bucket/prefix")
         self.bucket, self.prefix = bucket, prefix
         self.spec = f"s3://{bucket}/{prefix}"
-        self.skipped = 0
+        super().__init__()
         self.pages = 0  # listing pages fetched so far
         self.page_size = page_size
         self._settings = settings
@@ -184,7 +187,7 @@ class S3Source:
                 if posixpath.splitext(key)[1].lower() in IMAGE_EXTENSIONS:
                     yield f"s3://{self.bucket}/{key}"
                 else:
-                    self.skipped += 1
+                    self.skip("not_an_image")
 
 
 # -- fetching --------------------------------------------------------------------------------------
@@ -204,15 +207,18 @@ def _object_error(exc: ClientError, settings: Settings) -> Exception:
 
 
 def fetch_s3(ref: str, settings: Settings) -> Fetched:
-    """The bytes of ``s3://bucket/key`` and its ETag (without quotes)."""
+    """The bytes of ``s3://bucket/key`` and its ETag (without quotes), within one deadline of
+    ``FETCH_TIME_FACTOR`` URL timeouts for every body read (botocore bounds each request itself)."""
     bucket, key = parse_s3_uri(ref)
     if not bucket or not key:
         raise FetchError(ErrorKind.BAD_URL, "an S3 ref needs the form s3://bucket/key")
     client = s3_client(settings)
     limit = settings.max_image_bytes
+    deadline = time.monotonic() + settings.url_timeout * FETCH_TIME_FACTOR
     why = ""
     # botocore retries the request itself, not a body that breaks off while streaming: retry that here
     for _ in range(settings.url_retries + 1):
+        _left(deadline, settings)
         try:
             resp = client.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -226,8 +232,11 @@ def fetch_s3(ref: str, settings: Settings) -> Fetched:
             size = resp.get("ContentLength")
             if size is not None and size > limit:
                 raise FetchError(ErrorKind.TOO_LARGE, f"the object is {size} bytes, the limit is {limit}")
-            data = read_capped(body.iter_chunks(_READ_CHUNK), limit, "the object")
-        except _UNREACHABLE as exc:
+            data = read_capped(_body_reads(body, settings, deadline), limit, "the object")
+            if size is not None and len(data) != size:
+                why = "the object's body broke off"
+                continue
+        except (*_UNREACHABLE, Urllib3HTTPError) as exc:
             why = f"{type(exc).__name__} while reading an object"
             continue
         finally:
@@ -235,3 +244,24 @@ def fetch_s3(ref: str, settings: Settings) -> Fetched:
         etag = resp.get("ETag")
         return Fetched(data, etag.strip('"') if etag else None)
     raise _unavailable(settings, why)
+
+
+def _left(deadline: float, settings: Settings) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        total = settings.url_timeout * FETCH_TIME_FACTOR
+        raise FetchError(ErrorKind.TIMEOUT, f"the S3 object did not arrive within {total:g} s")
+    return left
+
+
+def _body_reads(body: Any, settings: Settings, deadline: float) -> Iterator[bytes]:
+    """The body as each network read brings it; the deadline is checked after every read, so a body
+    that trickles in is cut off (botocore's read timeout, one URL timeout, bounds each read)."""
+    # StreamingBody.read(n) waits for all n bytes; its urllib3 stream's read1 returns what one read got
+    raw = body._raw_stream
+    while True:
+        chunk = raw.read1(_READ_CHUNK)
+        if not chunk:
+            return
+        _left(deadline, settings)
+        yield chunk

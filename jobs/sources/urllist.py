@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aiscan.jobs.errors import SourceError
+from aiscan.jobs.sources.base import SkipCounts
 from aiscan.jobs.sources.urltext import INVALID_PREFIX, has_credentials, is_http_url, redact_url
 
 # Local files with these suffixes are read as URL lists rather than scanned as (non-image) files.
@@ -21,7 +22,7 @@ def _as_ref(text: str) -> str:
     return text if is_http_url(text) else INVALID_PREFIX + text
 
 
-class UrlSource:
+class UrlSource(SkipCounts):
     """A single http(s) URL given on the command line."""
 
     def __init__(self, url: str) -> None:
@@ -31,14 +32,14 @@ class UrlSource:
                 f"{redact_url(url)}: URLs with user:password@ are not supported "
                 "(the password would be stored with the job)"
             )
+        super().__init__()
         self.spec = url
-        self.skipped = 0
 
     def iter_refs(self) -> Iterator[str]:
         yield self.spec
 
 
-class UrlListSource:
+class UrlListSource(SkipCounts):
     """A text file with one URL per line, or a CSV file with a ``url`` column, read lazily."""
 
     def __init__(self, path: str) -> None:
@@ -47,7 +48,7 @@ class UrlListSource:
             raise SourceError(f"no such URL list file: {path}")
         self.path = Path(os.path.abspath(p))
         self.spec = f"urls:{self.path}"
-        self.skipped = 0
+        super().__init__()
         self._url_column = self._detect_csv()
 
     def _open(self) -> TextIO:
@@ -95,4 +96,4 @@ class UrlListSource:
                 if cell:
                     yield _as_ref(cell)
                 else:
-                    self.skipped += 1
+                    self.skip("empty_url")
