@@ -28,6 +28,12 @@ _TRANSPOSE = {
     8: Image.Transpose.ROTATE_90,
 }
 
+# Pillow allocates a large image in blocks. At its default 16 MB, glibc serves blocks from per-thread
+# heaps and keeps them after an image is freed, so a process that decoded one huge image in each decode
+# thread holds all of them. Blocks above glibc's largest mmap threshold (32 MB) go back on free.
+_PILLOW_BLOCK_BYTES = 64 * 1024 * 1024
+Image.core.set_block_size(_PILLOW_BLOCK_BYTES)
+
 _WHITE = (255, 255, 255)
 _MSG_LIMIT = 160
 _MB = 1024 * 1024
