@@ -1,4 +1,4 @@
-"""Peak memory of decoding the hostile images: each decode in a fresh process, peak RSS from getrusage.
+"""Peak memory of decoding the hostile images: each decode in a fresh process, its peak RSS (VmHWM).
 
     python -m bench.decode_memory [--side 11300] [--code ROOT] [--only NAME ...] [--scan N] [--out FILE]
 
@@ -20,19 +20,22 @@ from bench.hostile import hostile_set
 
 PACKAGES = ("model", "jobs", "worker", "training", "migrations")
 
+# Peak RSS is VmHWM, not getrusage's ru_maxrss: a child started by vfork and exec inherits its parent's
+# peak in ru_maxrss, so a large parent (a test run) would hide the decode's own figure.
+
 # Runs in the measured checkout: decode one file (or a scan's worth), print the figures as JSON.
 _DECODE = """
-import json, resource, sys, time
+import json, sys, time
 from PIL import Image
 Image.MAX_IMAGE_PIXELS = None  # an operator who raised the pixel limit: the memory budget must hold
 from aiscan.model import decode
 
-def rss():
+def status(field):
     with open("/proc/self/status") as fh:
-        return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:"))
+        return next(int(l.split()[1]) for l in fh if l.startswith(field + ":"))
 
 data = open(sys.argv[1], "rb").read()
-before = rss()
+before = status("VmRSS")
 t = time.perf_counter()
 opened = decode.open_image(data, max_pixels=10**10) if hasattr(decode, "open_image") else None
 try:
@@ -41,14 +44,14 @@ try:
 except decode.DecodeError as e:
     shape, error = None, str(e)
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status("VmHWM")
 print(json.dumps({"before_kib": before, "peak_kib": peak, "seconds": seconds, "shape": shape,
                   "error": error, "estimate": None if opened is None else opened.cost}))
 """
 
 # A chunk: the files decoded and squashed by one classifier's decode pool (score_batches), no model.
 _SCAN = """
-import json, resource, sys
+import json, sys
 import numpy as np
 from PIL import Image
 Image.MAX_IMAGE_PIXELS = None
@@ -61,9 +64,9 @@ class Runner:
     def predict(self, pixels):
         return np.zeros(len(pixels))
 
-def rss():
+def status(field):
     with open("/proc/self/status") as fh:
-        return next(int(l.split()[1]) for l in fh if l.startswith("VmRSS:"))
+        return next(int(l.split()[1]) for l in fh if l.startswith(field + ":"))
 
 classifier = ImageClassifier(Runner(), Thresholds(), max_pixels=10**10)
 files = [open(p, "rb").read() for p in sys.argv[1:]]
@@ -75,9 +78,9 @@ def views(data):
         errors.append(str(e))
         return None
 classifier.prefetch_batches  # the device probe's imports before the baseline
-before = rss()
+before = status("VmRSS")
 scored = sum(s is not None for _, s in score_batches(files, views, classifier))
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = status("VmHWM")
 print(json.dumps({"before_kib": before, "peak_kib": peak, "scored": scored, "errors": errors}))
 """
 
@@ -93,6 +96,11 @@ def code_path(root: Path, scratch: Path) -> str:
     return f"{links.parent}{os.pathsep}{root.resolve()}"
 
 
+def decode_peak(path: Path, pythonpath: str) -> dict[str, object]:
+    """Decode ``path`` in a fresh process: ``decode_mb`` (peak RSS growth), ``estimate`` (bytes), ..."""
+    return _run(_DECODE, [str(path)], pythonpath)
+
+
 def _run(script: str, args: list[str], pythonpath: str) -> dict[str, object]:
     env = {**os.environ, "PYTHONPATH": pythonpath, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(
@@ -103,6 +111,7 @@ def _run(script: str, args: list[str], pythonpath: str) -> dict[str, object]:
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     growth = int(result["peak_kib"]) - int(result["before_kib"])  # type: ignore[call-overload]
     result["peak_mb"] = round(int(result["peak_kib"]) / 1024)  # type: ignore[call-overload]
+    result["growth_kib"] = growth
     result["decode_mb"] = round(growth / 1024)
     return result
 
@@ -117,7 +126,7 @@ def measure(side: int, code: Path, only: list[str], scan: int) -> dict[str, obje
             if only and hostile.name not in only:
                 continue
             path = hostile.write(scratch)
-            result = _run(_DECODE, [str(path)], pythonpath)
+            result = decode_peak(path, pythonpath)
             result.update(size=f"{hostile.width}x{hostile.height}", file_kb=path.stat().st_size // 1024)
             results[hostile.name] = result
             print(hostile.name, json.dumps(result), file=sys.stderr, flush=True)
