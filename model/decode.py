@@ -117,13 +117,19 @@ def stored_bytes_per_pixel(mode: str) -> int:
 
 
 def _decoder_bytes(im: Image.Image) -> int:
-    """What the format's decoder holds beside the image while it loads, from the header."""
+    """The most the format's decoder holds beside the image while it loads, from the header (measured
+    with bench.decode_memory); it is freed before the RGB result is made."""
     width, height = im.size
     pixels = width * height
     if im.format in ("WEBP", "AVIF"):
-        return pixels * 8  # the library decodes the whole frame into a buffer of its own, then copies
+        return pixels * 12  # the library's own frame and Pillow's copy of it, both four bytes a pixel
     if im.format == "JPEG2000":
-        return pixels * 4 * len(im.getbands())  # OpenJPEG holds each component as int32
+        return pixels * 4 * (len(im.getbands()) + 1)  # OpenJPEG holds each component as int32
+    if im.format in ("JPEG", "MPO") and im.info.get("progressive"):
+        # libjpeg keeps every scan's coefficients: two bytes per sample of each (subsampled) component.
+        layers = getattr(im, "layer", [])
+        most = max((h * v for _id, h, v, _q in layers), default=1) or 1
+        return int(pixels * 2 * sum(h * v / most for _id, h, v, _q in layers)) if layers else pixels * 6
     if im.format == "TIFF":
         # libtiff decodes one strip or tile at a time into a buffer of that size.
         tags = getattr(im, "tag_v2", {})
@@ -136,12 +142,12 @@ def _decoder_bytes(im: Image.Image) -> int:
 def decode_cost(im: Image.Image) -> int:
     """Peak bytes that decoding ``im`` (its header parsed, nothing loaded) to RGB holds at once.
 
-    The decoded image in Pillow's storage and its decoder's buffers, plus the RGB result, which is
-    filled strip by strip while the decoded image is still there.
+    The decoded image in Pillow's storage, with its decoder's buffers while it loads, then with the RGB
+    result, filled strip by strip while the decoded image is still there.
     """
     width, height = im.size
-    source = width * height * stored_bytes_per_pixel(im.mode) + _decoder_bytes(im)
-    return source + width * height * RGB_BYTES + _SLACK
+    source = width * height * stored_bytes_per_pixel(im.mode)
+    return source + max(_decoder_bytes(im), width * height * RGB_BYTES) + _SLACK
 
 
 def _over_budget(width: int, height: int, mode: str, cost: int, budget: int) -> DecodeMemoryExceeded:
