@@ -20,6 +20,7 @@ from aiscan.model.views import Box, aggregate, make_views
 DEFAULT_DECODE_MEMORY = 1024 * 1024 * 1024
 # A squashed view resizes a Pillow copy of the RGB pixels (four bytes a pixel) while they are held.
 _SQUASH_BYTES = 4
+_SQUASHING_MODES = frozenset({"resize", "tiles+global"})
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class ImageClassifier:
         """
         budget = self.decode_budget
         with open_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels) as opened:
-            need = max(opened.cost, opened.result_bytes * (RGB_BYTES + _SQUASH_BYTES) // RGB_BYTES)
+            need = opened.cost
+            if self.preprocess.mode in _SQUASHING_MODES:
+                need = max(need, opened.result_bytes * (RGB_BYTES + _SQUASH_BYTES) // RGB_BYTES)
             if need > budget.capacity:
                 raise opened.over_budget(need, budget.capacity)
             with budget.reserve(need):
