@@ -37,7 +37,10 @@ def status(field):
 data = open(sys.argv[1], "rb").read()
 before = status("VmRSS")
 t = time.perf_counter()
-opened = decode.open_image(data, max_pixels=10**10) if hasattr(decode, "open_image") else None
+estimate = None
+if hasattr(decode, "open_image"):  # main before the budget has no estimate
+    with decode.open_image(data, max_pixels=10**10) as opened:
+        estimate = opened.cost
 try:
     full = decode.decode_full(data, max_pixels=10**10)
     shape, error = list(full.pixels.shape), None
@@ -46,7 +49,7 @@ except decode.DecodeError as e:
 seconds = time.perf_counter() - t
 peak = status("VmHWM")
 print(json.dumps({"before_kib": before, "peak_kib": peak, "seconds": seconds, "shape": shape,
-                  "error": error, "estimate": None if opened is None else opened.cost}))
+                  "error": error, "estimate": estimate}))
 """
 
 # A chunk: the files decoded and squashed by one classifier's decode pool (score_batches), no model.

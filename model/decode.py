@@ -133,8 +133,11 @@ def _decoder_bytes(im: Image.Image) -> int:
     if im.format == "TIFF":
         # libtiff decodes one strip or tile at a time into a buffer of that size.
         tags = getattr(im, "tag_v2", {})
-        rows = min(height, int(tags.get(278, tags.get(323, height)) or height))
-        cols = width if 323 not in tags else min(width, int(tags.get(322, width) or width))
+        try:
+            rows, cols = int(tags.get(323, tags.get(278, height))), int(tags.get(322, width))
+        except (TypeError, ValueError):  # a hostile tag: assume one strip of the whole image
+            rows, cols = height, width
+        rows, cols = min(height, max(1, rows)), min(width, max(1, cols))
         return rows * cols * stored_bytes_per_pixel(im.mode) * 2
     return 0
 

@@ -626,3 +626,20 @@ def test_classifier_refuses_an_image_over_its_budget_and_decodes_one_within():
     views = roomy.decode(data)
     assert views.views.shape == (1, 32, 32, 3) and (views.width, views.height) == (2000, 1000)
     assert roomy.decode_budget.used == 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's warnings about the broken tags
+def test_fuzzed_tiff_headers_give_decode_errors_or_pixels():
+    # The cost is read from TIFF tags before decoding: hostile tags must not escape as other errors.
+    rng = np.random.default_rng(11)
+    clean = tiff_bytes(40, 30, dtype="<f4", rows_per_strip=8)
+    header = clean.index(b"\x78")  # the first strip's zlib header: mutate only the IFD before it
+    for _ in range(300):
+        data = bytearray(clean)
+        for at in rng.integers(8, header, int(rng.integers(1, 6))):
+            data[at] = int(rng.integers(0, 256))
+        try:
+            full = decode_full(bytes(data), max_memory=256 * 1024 * 1024)
+        except DecodeError:
+            continue
+        assert full.pixels.dtype == np.uint8 and full.pixels.shape[2] == 3
