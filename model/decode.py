@@ -122,9 +122,9 @@ def _decoder_bytes(im: Image.Image) -> int:
     width, height = im.size
     pixels = width * height
     if im.format in ("WEBP", "AVIF"):
-        return pixels * 12  # the library's own frame and Pillow's copy of it, both four bytes a pixel
+        return pixels * 12  # the library's frame, its copy handed to Pillow, and decoder state (measured)
     if im.format == "JPEG2000":
-        return pixels * 4 * (len(im.getbands()) + 1)  # OpenJPEG holds each component as int32
+        return pixels * 4 * (len(im.getbands()) + 1)  # each component as int32, and the tile handed over
     if im.format in ("JPEG", "MPO") and im.info.get("progressive"):
         # libjpeg keeps every scan's coefficients: two bytes per sample of each (subsampled) component.
         layers = getattr(im, "layer", [])
