@@ -23,6 +23,7 @@ def classifier_factory(settings: Settings, batch_size: int) -> Callable[[Detecto
             batch_size=batch_size,
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_pixels,
+            max_decode_memory=settings.decode_memory_mb * 1024 * 1024,
             expected_sha256=row.sha256,
         )
 

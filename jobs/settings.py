@@ -67,6 +67,8 @@ class Settings:
     fetch_concurrency: int = 8
     max_image_bytes: int = 64 * 1024 * 1024
     max_pixels: int = 128_000_000
+    # Memory in MB one process's decodes may hold at once; a larger single decode is refused.
+    decode_memory_mb: int = 1024
     url_timeout: float = 20.0
     url_retries: int = 3
     url_max_redirects: int = 5
@@ -107,6 +109,7 @@ class Settings:
             fetch_concurrency=_number(env, "FETCH_CONCURRENCY", 8, 1),
             max_image_bytes=_number(env, "MAX_IMAGE_BYTES", 64 * 1024 * 1024, 1),
             max_pixels=_number(env, "MAX_PIXELS", 128_000_000, 1),
+            decode_memory_mb=_number(env, "DECODE_MEMORY_MB", 1024, 64),
             url_timeout=_number(env, "URL_TIMEOUT", 20.0, 0.1),
             url_retries=_number(env, "URL_RETRIES", 3, 0),
             url_max_redirects=_number(env, "URL_MAX_REDIRECTS", 5, 0),

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import cache
 from itertools import islice
 from typing import Generic, Protocol, TypeVar
 
@@ -30,6 +33,77 @@ class BatchModel(Protocol):
         ...
 
     def predict(self, pixels: np.ndarray) -> np.ndarray: ...
+
+
+class MemoryBudget:
+    """A semaphore of bytes: decodes reserve their peak memory and wait, in arrival order, until it fits.
+
+    Small images decode side by side while two that together exceed the budget take turns; a waiting
+    large one is not overtaken, so it cannot starve behind a stream of small ones.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"a memory budget needs at least one byte, got {capacity}")
+        self.capacity = capacity
+        self._used = 0
+        self._queue: deque[object] = deque()
+        self._changed = threading.Condition()
+
+    @property
+    def used(self) -> int:
+        """Bytes reserved now."""
+        with self._changed:
+            return self._used
+
+    @property
+    def waiting(self) -> int:
+        """Reservations waiting for memory now."""
+        with self._changed:
+            return len(self._queue)
+
+    def acquire(self, nbytes: int, *, blocking: bool = True) -> bool:
+        """Reserve ``nbytes``: at once when they fit and nobody waits, else in turn (or False at once
+        when not ``blocking``). More than the capacity can never fit: the caller must refuse that image."""
+        if not 0 <= nbytes <= self.capacity:
+            raise ValueError(f"cannot reserve {nbytes} bytes of a {self.capacity}-byte budget")
+        with self._changed:
+            if not self._queue and self._used + nbytes <= self.capacity:
+                self._used += nbytes
+                return True
+            if not blocking:
+                return False
+            turn = object()
+            self._queue.append(turn)
+            try:
+                self._changed.wait_for(
+                    lambda: self._queue[0] is turn and self._used + nbytes <= self.capacity
+                )
+                self._used += nbytes
+            finally:
+                self._queue.remove(turn)
+                self._changed.notify_all()
+            return True
+
+    def release(self, nbytes: int) -> None:
+        with self._changed:
+            self._used -= nbytes
+            self._changed.notify_all()
+
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` of the budget for the ``with`` block (waiting for them first)."""
+        self.acquire(nbytes)
+        try:
+            yield
+        finally:
+            self.release(nbytes)
+
+
+@cache
+def shared_budget(capacity: int) -> MemoryBudget:
+    """The process's budget of ``capacity`` bytes: every classifier with that limit draws on the same one."""
+    return MemoryBudget(capacity)
 
 
 def read_window(model: BatchModel) -> int:

@@ -7,13 +7,20 @@ from pathlib import Path
 
 import numpy as np
 
-from aiscan.model.decode import decode_full
+from aiscan.model.batching import MemoryBudget, shared_budget
+from aiscan.model.decode import RGB_BYTES, open_image
 from aiscan.model.device import accelerator_present
 from aiscan.model.errors import ModelError
 from aiscan.model.metadata import PreprocessSpec
 from aiscan.model.runner import Runner, load_runner
 from aiscan.model.thresholds import Thresholds
 from aiscan.model.views import Box, aggregate, make_views
+
+# Memory all decodes of one process may hold at once, and the most one image may need.
+DEFAULT_DECODE_MEMORY = 1024 * 1024 * 1024
+# A squashed view resizes a Pillow copy of the RGB pixels (four bytes a pixel) while they are held.
+_SQUASH_BYTES = 4
+_SQUASHING_MODES = frozenset({"resize", "tiles+global"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,11 @@ class ImageClassifier:
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     max_bytes: int | None = None
     max_pixels: int | None = None
+    max_decode_memory: int = DEFAULT_DECODE_MEMORY
+
+    @property
+    def decode_budget(self) -> MemoryBudget:
+        return shared_budget(self.max_decode_memory)
 
     @property
     def batch_size(self) -> int:
@@ -47,10 +59,24 @@ class ImageClassifier:
         return 2 if accelerator_present() else 0
 
     def decode(self, data: bytes) -> ImageViews:
-        """The views the artifact asks for; the native-resolution pixels are dropped once cut."""
-        full = decode_full(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
-        views = make_views(full.pixels, self.preprocess, self.runner.input_size)
-        return ImageViews(views.pixels, views.boxes, full.width, full.height, full.format)
+        """The views the artifact asks for; the native-resolution pixels are dropped once cut.
+
+        Decoding waits for its peak memory in the process's decode budget; an image whose peak alone
+        exceeds the budget is refused from its header (``DecodeMemoryExceeded``).
+        """
+        budget = self.decode_budget
+        with open_image(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels) as opened:
+            need = opened.cost
+            if self.preprocess.mode in _SQUASHING_MODES:
+                need = max(need, opened.result_bytes * (RGB_BYTES + _SQUASH_BYTES) // RGB_BYTES)
+            if need > budget.capacity:
+                raise opened.over_budget(need, budget.capacity)
+            with budget.reserve(need):
+                full = opened.decode()
+                views = make_views(full.pixels, self.preprocess, self.runner.input_size)
+                width, height, fmt = full.width, full.height, full.format
+                del full  # the native pixels leave before the memory they held is handed on
+        return ImageViews(views.pixels, views.boxes, width, height, fmt)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self.runner.predict(pixels)
@@ -72,6 +98,7 @@ def load_classifier(
     batch_size: int,
     max_bytes: int | None = None,
     max_pixels: int | None = None,
+    max_decode_memory: int = DEFAULT_DECODE_MEMORY,
     expected_sha256: str | None = None,
 ) -> ImageClassifier:
     """The classifier of the artifact in ``directory``; the model is loaded once per process."""
@@ -82,4 +109,6 @@ def load_classifier(
             f"the model in {directory} (sha256 {runner.meta.sha256[:12]}) is not the registered one "
             f"(sha256 {expected_sha256[:12]}): re-import it with `aiscan model import`"
         )
-    return ImageClassifier(runner, runner.meta.thresholds, runner.meta.preprocess, max_bytes, max_pixels)
+    return ImageClassifier(
+        runner, runner.meta.thresholds, runner.meta.preprocess, max_bytes, max_pixels, max_decode_memory
+    )

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from aiscan.model.batching import read_ahead, read_window, score_batches
+from aiscan.model import batching as batching_module
+from aiscan.model.batching import MemoryBudget, read_ahead, read_window, score_batches, shared_budget
 
 
 class FakeModel:
@@ -141,3 +142,93 @@ def test_read_window_covers_decoding_ahead() -> None:
     cpu = FakeModel(batch_size=8, prefetch_batches=0, during=lambda: None)
     gpu = FakeModel(batch_size=8, prefetch_batches=2, during=lambda: None)
     assert read_window(cpu) == 16 and read_window(gpu) == 32
+
+
+# --- the decode memory budget ------------------------------------------------------------
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    """Synchronise with another thread (not a timing assertion): fail only if it never happens."""
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "the other thread never got there"
+        time.sleep(0.001)
+
+
+def test_budget_admits_what_fits_and_refuses_what_never_can() -> None:
+    budget = MemoryBudget(100)
+    assert budget.acquire(30, blocking=False) and budget.acquire(30, blocking=False)
+    assert budget.used == 60
+    assert not budget.acquire(50, blocking=False)  # 110 > 100: a big one waits for the small ones
+    assert budget.acquire(40, blocking=False)
+    budget.release(30)
+    budget.release(30)
+    budget.release(40)
+    assert budget.used == 0
+    assert budget.acquire(100, blocking=False)  # alone, the whole budget
+    assert not budget.acquire(1, blocking=False)
+    budget.release(100)
+    with pytest.raises(ValueError, match="101"):
+        budget.acquire(101)
+
+
+def test_a_waiting_big_reservation_is_not_overtaken() -> None:
+    budget = MemoryBudget(100)
+    budget.acquire(60)
+    got_big = threading.Event()
+
+    def big() -> None:
+        with budget.reserve(70):
+            got_big.set()
+
+    thread = threading.Thread(target=big)
+    thread.start()
+    _wait_until(lambda: budget.waiting == 1)
+    # 60 + 10 would fit, but the big one came first: small ones queue behind it instead of starving it.
+    assert not budget.acquire(10, blocking=False)
+    assert not got_big.is_set()
+    budget.release(60)
+    thread.join(10)
+    assert got_big.is_set() and budget.used == 0 and budget.waiting == 0
+
+
+def test_score_batches_decodes_small_images_together_and_big_ones_in_turn(monkeypatch) -> None:
+    # Sizes in bytes of a budget of 100: four small ones fit together, two big ones never do.
+    capacity, small, big = 100, 10, 60
+    budget = MemoryBudget(capacity)
+    # More decode threads than this machine may have cores, so that the budget is what limits.
+    monkeypatch.setattr(batching_module.os, "cpu_count", lambda: 6)
+    smalls_meet = threading.Barrier(4, timeout=10)
+    lock = threading.Lock()
+    inside: list[int] = []
+    seen: list[tuple[int, ...]] = []
+
+    def decode(size: int) -> np.ndarray:
+        with budget.reserve(size):
+            with lock:
+                inside.append(size)
+                seen.append(tuple(inside))
+                first_big = size == big and seen.count(()) == 0
+            if size == small:
+                smalls_meet.wait()  # breaks (and fails) unless all four small ones are in at once
+            elif first_big:
+                _wait_until(lambda: budget.waiting >= 1)  # the other big one is held back meanwhile
+            with lock:
+                inside.remove(size)
+                if size == big:
+                    seen.append(())  # marks that a big one is done
+        return np.full((1, 2, 2, 3), size, np.uint8)
+
+    items = [small, small, big, small, small, big]
+    model = FakeModel(batch_size=6, prefetch_batches=0, during=lambda: None)
+    out = list(score_batches(items, decode, model))
+    assert [item for item, _ in out] == items
+    assert all(sum(now) <= capacity for now in seen)  # so the two big ones were never in together
+    assert max(now.count(big) for now in seen) == 1
+    assert max(now.count(small) for now in seen) == 4
+    assert budget.used == 0
+
+
+def test_the_budget_is_shared_by_the_process() -> None:
+    assert shared_budget(123) is shared_budget(123)
+    assert shared_budget(123) is not shared_budget(124)

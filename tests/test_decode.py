@@ -1,13 +1,16 @@
-"""Tests of model.decode: modes, orientation, draft decoding, limits, corrupt input and fuzzing."""
+"""Tests of model.decode: modes, orientation, draft decoding, limits, memory budget, corrupt input and
+fuzzing."""
 
 from __future__ import annotations
 
 import io
 import struct
 import time
+import tracemalloc
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +18,12 @@ from images import encode
 from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
-from aiscan.model.decode import Decoded, decode_full, decode_image
-from aiscan.model.errors import DecodeError, NotAnImage, TooLarge, Truncated
+from aiscan.model import decode as decode_module
+from aiscan.model.decode import Decoded, DecodeMemoryExceeded, decode_full, decode_image, open_image
+from aiscan.model.errors import DecodeError, ErrorKind, NotAnImage, TooLarge, Truncated
 from aiscan.model.formats import IMAGE_EXTENSIONS, sniff_image
+from bench.decode_memory import code_path, decode_peak
+from bench.hostile import png_bytes, tiff_bytes
 
 RED = (255, 0, 0)
 WHITE = (255, 255, 255)
@@ -451,3 +457,189 @@ def test_thread_pool_matches_serial():
         threaded = list(pool.map(lambda b: decode_image(b, 48).pixels, blobs))
     for a, b in zip(serial, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --- memory budget -----------------------------------------------------------------------
+
+
+def _old_high_bit_rgb(im: Image.Image) -> np.ndarray:
+    """The conversion before the memory budget: whole-image float64 copies, then L -> RGB."""
+    a = np.asarray(im)
+    if im.mode.startswith("I;16"):
+        out = (a.astype(np.uint32) * 255 + 32767) // 65535
+    else:
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        lo, hi = float(a.min()), float(a.max())
+        if im.mode == "F" and lo >= 0.0 and hi <= 1.0:
+            out = a * 255.0
+        elif im.mode == "I" and lo >= 0 and hi <= 65535:
+            out = a * (255.0 / 65535.0)
+        elif lo >= 0.0 and hi <= 255.0:
+            out = a
+        else:
+            out = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        out = np.rint(out)
+    return np.asarray(Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)).convert("RGB"))
+
+
+def _high_bit_cases() -> list[tuple[str, Image.Image]]:
+    rng = np.random.default_rng(9)
+    shape = (37, 53)
+    unit = rng.random(shape).astype(np.float32)
+    unit[0, 0], unit[1, 1], unit[2, 2] = np.nan, np.inf, -np.inf
+    wide = (rng.standard_normal(shape) * 1e4).astype(np.float32)
+    wide[3, 3] = np.nan
+    return [
+        ("F-unit", Image.fromarray(unit)),
+        ("F-wide", Image.fromarray(wide)),
+        ("F-byte-range", Image.fromarray((rng.random(shape) * 255).astype(np.float32))),
+        ("F-constant-negative", Image.fromarray(np.full(shape, -7.0, np.float32))),
+        ("I-16bit-range", Image.fromarray(rng.integers(0, 65536, shape).astype(np.int32))),
+        ("I-wide", Image.fromarray(rng.integers(-(10**6), 10**7, shape).astype(np.int32))),
+        ("I;16", Image.fromarray(rng.integers(0, 65536, shape).astype(np.uint16))),
+    ]
+
+
+@pytest.mark.parametrize(("name", "im"), _high_bit_cases(), ids=[c[0] for c in _high_bit_cases()])
+def test_high_bit_strips_match_the_whole_image_conversion(monkeypatch, name, im):
+    # A few pixels per strip: the image's range must still be taken over every strip.
+    monkeypatch.setattr(decode_module, "STRIP_PIXELS", 100)
+    data = encode(im, "TIFF")
+    expected = _old_high_bit_rgb(Image.open(io.BytesIO(data)))
+    np.testing.assert_array_equal(decode_full(data).pixels, expected)
+
+
+def test_float_tiff_from_a_hostile_header_decodes_as_before():
+    data = tiff_bytes(700, 450, dtype="<f4")  # several strips of the real deflate layout
+    expected = _old_high_bit_rgb(Image.open(io.BytesIO(data)))
+    full = decode_full(data, max_memory=64 * 1024 * 1024)
+    np.testing.assert_array_equal(full.pixels, expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "F"])
+def test_orientation_written_in_place_matches_pillow_transpose(orientation, mode, monkeypatch):
+    monkeypatch.setattr(decode_module, "STRIP_PIXELS", 64)
+    rng = np.random.default_rng(orientation)
+    im = Image.fromarray(rng.integers(0, 256, (23, 41, 4), dtype=np.uint8), "RGBA").convert(mode)
+    upright = decode_full(encode(im, "TIFF")).pixels
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    full = decode_full(encode(im, "TIFF", exif=exif))
+    expected = Image.fromarray(upright)
+    if orientation != 1:
+        expected = expected.transpose(decode_module._TRANSPOSE[orientation])
+    assert (full.width, full.height) == expected.size
+    np.testing.assert_array_equal(full.pixels, np.asarray(expected))
+
+
+def test_over_budget_float_tiff_is_refused_from_its_header():
+    data = tiff_bytes(11300, 11300, dtype="<f4")  # 3 MB on disk, 510 MB as float32, under 128 Mpx
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # Pillow's 89 Mpx warning
+            with pytest.raises(DecodeMemoryExceeded) as caught:
+                decode_full(data, max_pixels=128_000_000, max_memory=512 * 1024 * 1024)
+        _current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024
+    assert isinstance(caught.value, TooLarge) and caught.value.error_kind == ErrorKind.TOO_LARGE
+    message = str(caught.value)
+    assert "11300x11300 F" in message and "512 MB" in message and "AISCAN_DECODE_MEMORY_MB" in message
+
+
+@pytest.mark.parametrize(
+    ("mode", "make", "stored"),
+    [
+        ("1", lambda: png_bytes(2000, 1000, bit_depth=1, color_type=0), 1),
+        ("P", lambda: png_bytes(2000, 1000, bit_depth=8, color_type=3), 1),
+        ("I;16", lambda: png_bytes(2000, 1000, bit_depth=16, color_type=0), 2),
+        ("F", lambda: tiff_bytes(2000, 1000, dtype="<f4"), 4),
+        ("RGB", lambda: png_bytes(2000, 1000, bit_depth=16, color_type=2), 4),  # 16-bit RGB
+        ("RGBA", lambda: tiff_bytes(2000, 1000, dtype="<u2", samples=4, photometric="rgb"), 4),
+        ("CMYK", lambda: tiff_bytes(2000, 1000, dtype="u1", samples=4, photometric="cmyk"), 4),
+        ("LA", lambda: png_bytes(2000, 1000, bit_depth=8, color_type=4), 4),
+    ],
+)
+def test_cost_counts_the_decoded_source_and_the_rgb_array(mode, make, stored):
+    with open_image(make()) as opened:
+        assert opened.mode == mode
+        # Bit-packed and palette images are small as decoded, but their RGB result is three bytes a pixel.
+        assert opened.cost >= 2000 * 1000 * (stored + 3)
+        assert opened.result_bytes == 2000 * 1000 * 3
+        with pytest.raises(DecodeMemoryExceeded):
+            opened.check_memory(opened.cost - 1)
+        opened.check_memory(opened.cost)
+        assert opened.decode().pixels.shape == (1000, 2000, 3)
+
+
+def _photo_files(side: int) -> list[tuple[str, bytes]]:
+    """Formats whose decoders hold buffers of their own: progressive 4:4:4 JPEG, WebP, JPEG 2000."""
+    y, x = np.mgrid[0:side, 0:side]
+    im = Image.fromarray(np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8))
+    return [
+        ("progressive.jpg", encode(im, "JPEG", progressive=True, subsampling=0)),
+        ("photo.webp", encode(im, "WEBP")),
+        ("photo.jp2", encode(im, "JPEG2000")),
+    ]
+
+
+def test_measured_decode_peak_stays_within_the_estimate(tmp_path):
+    # Each in a fresh process: its peak RSS is the decode's, not this test run's.
+    pythonpath = code_path(Path(__file__).resolve().parent.parent, tmp_path)
+    for name, data in [
+        ("float32.tif", tiff_bytes(3000, 3000, dtype="<f4")),
+        ("rgba16.png", png_bytes(3000, 3000, bit_depth=16, color_type=6)),
+        ("bit1.png", png_bytes(5000, 5000, bit_depth=1, color_type=0)),
+        *_photo_files(2000),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        result = decode_peak(path, pythonpath)
+        assert result.get("error") is None, result
+        growth = int(result["growth_kib"]) * 1024
+        assert growth <= int(result["estimate"]), (name, result)
+        # And the estimate is no blanket: it errs by less than the result array and the fixed slack.
+        result_bytes = int(result["shape"][0]) * int(result["shape"][1]) * 3
+        assert int(result["estimate"]) - growth <= result_bytes + decode_module._SLACK, (name, result)
+
+
+class _Runner:
+    input_size, batch_size = 32, 4
+
+    def predict(self, pixels: np.ndarray) -> np.ndarray:
+        return np.zeros(len(pixels))
+
+
+def test_classifier_refuses_an_image_over_its_budget_and_decodes_one_within():
+    from aiscan.model.classifier import ImageClassifier
+    from aiscan.model.thresholds import Thresholds
+
+    data = tiff_bytes(2000, 1000, dtype="<f4")
+    small = ImageClassifier(_Runner(), Thresholds(), max_decode_memory=20 * 1024 * 1024)  # type: ignore[arg-type]
+    with pytest.raises(DecodeMemoryExceeded, match="20 MB"):
+        small.decode(data)
+    assert small.decode_budget.used == 0
+    roomy = ImageClassifier(_Runner(), Thresholds(), max_decode_memory=64 * 1024 * 1024)  # type: ignore[arg-type]
+    views = roomy.decode(data)
+    assert views.views.shape == (1, 32, 32, 3) and (views.width, views.height) == (2000, 1000)
+    assert roomy.decode_budget.used == 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's warnings about the broken tags
+def test_fuzzed_tiff_headers_give_decode_errors_or_pixels():
+    # The cost is read from TIFF tags before decoding: hostile tags must not escape as other errors.
+    rng = np.random.default_rng(11)
+    clean = tiff_bytes(40, 30, dtype="<f4", rows_per_strip=8)
+    header = clean.index(b"\x78")  # the first strip's zlib header: mutate only the IFD before it
+    for _ in range(300):
+        data = bytearray(clean)
+        for at in rng.integers(8, header, int(rng.integers(1, 6))):
+            data[at] = int(rng.integers(0, 256))
+        try:
+            full = decode_full(bytes(data), max_memory=256 * 1024 * 1024)
+        except DecodeError:
+            continue
+        assert full.pixels.dtype == np.uint8 and full.pixels.shape[2] == 3
