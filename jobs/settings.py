@@ -79,6 +79,8 @@ class Settings:
     task_max_retries: int = 8
     task_retry_backoff_max: int = 120
     worker_gpus: int = 0
+    # Seconds a running job may go without progress before `aiscan beat` sends its tasks again.
+    stall_timeout: int = 300
 
     @property
     def models_dir(self) -> Path:
@@ -117,6 +119,7 @@ class Settings:
             task_max_retries=_number(env, "TASK_MAX_RETRIES", 8, 0),
             task_retry_backoff_max=_number(env, "TASK_RETRY_BACKOFF_MAX", 120, 1),
             worker_gpus=_number(env, "WORKER_GPUS", 0, 0),
+            stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1),
         )
 
 
