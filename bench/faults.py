@@ -39,6 +39,8 @@ VISIBILITY_TIMEOUT_S = 8
 URL_TIMEOUT_S = 3
 PG_DOWN_S = 5
 CASE_TIMEOUT_S = 240
+# A poison job is a few images; longer means a reference hangs (past the URL timeout of 3 s).
+POISON_TIMEOUT_S = 120
 SLOW_IMAGES = 48
 SLOW_CHUNK = 4
 SLOW_DELAY_S = 0.4  # per image; one fetch at a time, so a chunk takes about 1.6 s
@@ -259,13 +261,14 @@ class Matrix:
             time.sleep(0.2)
         raise TimeoutError(f"{what}: not after {timeout:.0f} s")
 
-    def wait_done(self, job_id: int) -> float:
+    def wait_done(self, job_id: int, timeout: float = CASE_TIMEOUT_S) -> float:
         """Until the job finishes; the monotonic time it was seen finished."""
         from aiscan.jobs.store.models import Job, JobStatus
 
-        self.wait_until(
-            f"job {job_id} finished", lambda s: s.get_one(Job, job_id).status in JobStatus.FINISHED
-        )
+        def finished(s: Any) -> bool:
+            return bool(s.get_one(Job, job_id).status in JobStatus.FINISHED)
+
+        self.wait_until(f"job {job_id} finished", finished, timeout)
         return time.monotonic()
 
     def chunks_done(self, job_id: int, n: int) -> None:
@@ -446,7 +449,7 @@ def _poison_list(m: Matrix, name: str, tag: str, poison: str) -> Outcome:
     path.write_bytes(("\n".join(lines) + "\n").encode("utf-8", "surrogateescape"))
     start = time.monotonic()
     job_id = m.submit([f"urls:{path}"], POISON_CHUNK)
-    out.wall_s = m.wait_done(job_id) - start
+    out.wall_s = m.wait_done(job_id, POISON_TIMEOUT_S) - start
     check = m.check(job_id)
     out.note = ", ".join(sorted({str(k) for u, k in check.kinds.items() if u not in good}))
     return _verdict(out, check, len(lines), good)
@@ -476,7 +479,7 @@ def _poison_dir(
         job_id = m.submit([str(root)], POISON_CHUNK)
     else:
         job_id = m.submit_planned_here([str(root)], POISON_CHUNK, lambda: late(root))
-    out.wall_s = m.wait_done(job_id) - start
+    out.wall_s = m.wait_done(job_id, POISON_TIMEOUT_S) - start
     check = m.check(job_id)
     refs = {str(p) for p in good}
     out.note = ", ".join(sorted({str(k) for u, k in check.kinds.items() if u not in refs}))
