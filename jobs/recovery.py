@@ -1,7 +1,8 @@
 """Stall recovery: jobs whose tasks a broker lost are sent again, without a human.
 
 Redis here keeps nothing on disk, so a broker restart drops queued and unacknowledged task messages. A job
-that made no progress for AISCAN_STALL_TIMEOUT seconds gets its planning and its open chunks sent again.
+that made no progress for AISCAN_STALL_TIMEOUT seconds, while no other job's chunks moved either, gets its
+planning, its open chunks or its finishing sent again.
 Repeating a task is safe (claims and commits are idempotent), and chunk attempts are not reset: a chunk that
 kills its workers still ends as ``worker_lost``. `aiscan beat` runs this periodically on a worker.
 """
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.stalls import Redispatch, claim_stalled, idle_jobs
-from aiscan.jobs.tasks import CLASSIFY_CHUNK, PLAN_JOB, task_time_limit
+from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, task_time_limit
 
 log = logging.getLogger("aiscan.recovery")
 
@@ -46,6 +47,10 @@ def _send(send: Callable[..., None], redispatch: Redispatch) -> None:
         # Planning again walks the same order and sends every chunk it meets, the open ones included.
         send(PLAN_JOB, job_id)
         log.warning("job %d: no progress for %.0f s; planning sent again", job_id, redispatch.idle_s)
+        return
+    if redispatch.finish:
+        send(FINISH_JOB, job_id)
+        log.warning("job %d: no progress for %.0f s; finishing sent again", job_id, redispatch.idle_s)
         return
     for chunk_id in redispatch.chunk_ids:
         send(CLASSIFY_CHUNK, job_id, chunk_id)

@@ -11,20 +11,21 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import select, update
 from tinymodels import save_tiny_classifier
 
+from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import ConfigError
 from aiscan.jobs.follow import follow_job
 from aiscan.jobs.inprocess import InProcessQueue, run_queue
-from aiscan.jobs.pipeline import plan_job
+from aiscan.jobs.pipeline import classify_chunk, plan_job
 from aiscan.jobs.recovery import recover_stalled
 from aiscan.jobs.settings import Settings, get_settings
 from aiscan.jobs.store.db import Database, open_database
 from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, Result
 from aiscan.jobs.store.operations import claim_chunk
 from aiscan.jobs.submit import create_job
-from aiscan.jobs.tasks import CLASSIFY_CHUNK, PLAN_JOB, TaskContext, task_time_limit
+from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext, task_time_limit
 from aiscan.training.synth import write_archive
 
 STALL_S = 30
@@ -76,7 +77,8 @@ def _progress(settings: Settings, job_id: int) -> datetime:
     with _db(settings).session() as s:
         job = s.get_one(Job, job_id)
         stamps = [job.created_at, job.started_at]
-        stamps += list(s.scalars(select(Chunk.started_at).where(Chunk.job_id == job_id)))
+        for chunk in s.scalars(select(Chunk).where(Chunk.job_id == job_id)):
+            stamps += [chunk.started_at, chunk.done_at]
     return max(t for t in stamps if t is not None)
 
 
@@ -138,6 +140,49 @@ def test_recovery_twice_in_one_stall_period_sends_once(settings: Settings, tmp_p
     # Still nothing moved a whole period after the re-send: send again.
     assert len(recover_stalled(db, settings, recorder.send, now=first + timedelta(seconds=STALL_S + 1))) == 1
     assert len(recorder.take()) == 4
+
+
+def test_a_job_whose_finishing_message_was_lost_is_finished(settings: Settings, tmp_path: Path) -> None:
+    recorder = Recorder()
+    job_id = _planned_job(settings, tmp_path / "a", recorder)
+    db = _db(settings)
+    ctx = TaskContext(settings, db, recorder.send, classifier_factory(settings, 4))
+    for chunk in _chunks(settings, job_id):
+        classify_chunk(ctx, job_id, chunk.id)
+    assert recorder.take() == [(FINISH_JOB, job_id)]  # and the broker loses it
+    sent = recover_stalled(
+        db, settings, recorder.send, now=_progress(settings, job_id) + timedelta(seconds=STALL_S + 1)
+    )
+    assert [(r.plan, r.chunk_ids, r.finish) for r in sent] == [(False, [], True)]
+    tasks = recorder.take()
+    assert tasks == [(FINISH_JOB, job_id)]
+    _run(settings, tasks, job_id)
+    with db.session() as s:
+        assert s.get_one(Job, job_id).status == "done"
+
+
+def test_nothing_is_sent_while_workers_move_other_jobs(settings: Settings, tmp_path: Path) -> None:
+    recorder = Recorder()
+    waiting = _planned_job(settings, tmp_path / "a", recorder)
+    busy = _planned_job(settings, tmp_path / "b", recorder)
+    db = _db(settings)
+    t0 = _progress(settings, busy)
+    # A worker took a chunk of the other job 40 s later: the queue is being worked through.
+    taken = _chunks(settings, busy)[0].id
+    with db.session() as s:
+        s.execute(
+            update(Chunk).where(Chunk.id == taken).values(started_at=t0 + timedelta(seconds=40), attempts=1)
+        )
+    assert recover_stalled(db, settings, recorder.send, now=t0 + timedelta(seconds=50)) == []
+    # Once nothing has moved anywhere for the stall timeout, both jobs go; the taken chunk may still run.
+    sent = {
+        r.job_id: r.chunk_ids
+        for r in recover_stalled(db, settings, recorder.send, now=t0 + timedelta(seconds=80))
+    }
+    assert sent == {
+        waiting: [c.id for c in _chunks(settings, waiting)],
+        busy: [c.id for c in _chunks(settings, busy) if c.id != taken],
+    }
 
 
 def test_a_job_with_recent_progress_is_left_alone(settings: Settings, tmp_path: Path) -> None:

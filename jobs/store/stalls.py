@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import Chunk, Job, JobStatus
-from aiscan.jobs.store.queries import open_chunks
+from aiscan.jobs.store.queries import count_open_chunks, open_chunks
 
 # Where a job's options record its last re-dispatch (ISO 8601, UTC); no schema change needed.
 RECOVERED_AT = "recovered_at"
@@ -29,6 +29,8 @@ class Redispatch:
     job_id: int
     plan: bool
     chunk_ids: list[int]
+    # Every chunk committed but the job is not done: the finishing task was lost.
+    finish: bool
     idle_s: float
 
 
@@ -66,9 +68,20 @@ def job_progress(session: Session, job: Job) -> datetime:
     )
 
 
+def workers_moved(session: Session, since: datetime) -> bool:
+    """Whether a chunk of a job that is open, or finished since ``since``, was taken or committed since."""
+    recent_job = or_(Job.status.in_(UNFINISHED), Job.finished_at >= since)
+    moved = or_(Chunk.started_at >= since, Chunk.done_at >= since)
+    query = select(Chunk.id).join(Job, Job.id == Chunk.job_id).where(recent_job, moved).limit(1)
+    return session.scalar(query) is not None
+
+
 def idle_jobs(db: Database, before: datetime) -> list[int]:
-    """Unfinished jobs whose last progress is older than ``before``, oldest first."""
+    """Unfinished jobs whose last progress is older than ``before``, oldest first; none while workers
+    move any job's chunks: a waiting job's tasks are then queued behind that work, not lost."""
     with db.session() as s:
+        if workers_moved(s, before):
+            return []
         jobs = list(s.scalars(select(Job).where(Job.status.in_(UNFINISHED)).order_by(Job.id)))
         return [job.id for job in jobs if job_progress(s, job) < before]
 
@@ -98,7 +111,8 @@ def claim_stalled(
             lost = or_(Chunk.started_at.is_(None), Chunk.started_at < in_flight_after)
             query = select(Chunk.id).where(open_chunks(job_id), lost).order_by(Chunk.seq)
             chunk_ids = list(s.scalars(query))
-        if not plan and not chunk_ids:
+        finish = job.planned and count_open_chunks(s, job_id) == 0
+        if not (plan or chunk_ids or finish):
             return None
         job.options = {**(job.options or {}), RECOVERED_AT: now.isoformat()}
-        return Redispatch(job_id, plan, chunk_ids, (now - progress).total_seconds())
+        return Redispatch(job_id, plan, chunk_ids, finish, (now - progress).total_seconds())
