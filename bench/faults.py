@@ -595,6 +595,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only", default="", help="comma-separated words; run only the cases whose names have one"
     )
     p.add_argument("--out", type=Path, help="also write the figures as JSON here")
+    p.add_argument("--repeat", type=int, default=1, help="run each chosen case this many times")
     return p.parse_args(argv)
 
 
@@ -610,11 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("worker SIGSTOP", lambda: case_worker_stop(m)),
             *poison_cases(m),
         ]
-        outcomes = [
-            _run_case(m, name, case)
-            for name, case in cases
-            if not words or any(w in name.lower() for w in words)
-        ]
+        chosen = [(n, c) for n, c in cases if not words or any(w in n.lower() for w in words)]
+        outcomes = [_run_case(m, name, case) for name, case in chosen for _ in range(args.repeat)]
     print_table(outcomes)
     if args.out:
         args.out.write_text(json.dumps([asdict(o) for o in outcomes], indent=2) + "\n")
