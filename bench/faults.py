@@ -287,9 +287,11 @@ class Matrix:
         """Until ``worker`` holds an open chunk of the job; that chunk's id."""
         from sqlalchemy import select
 
-        from aiscan.jobs.store.models import Chunk, ChunkStatus
+        from aiscan.jobs.store.models import Chunk, ChunkStatus, Job, JobStatus
 
         def held(s: Any) -> int | None:
+            if s.get_one(Job, job_id).status in JobStatus.FINISHED:
+                raise RuntimeError(f"job {job_id} finished before {worker} took a chunk")
             q = select(Chunk.id).where(
                 Chunk.job_id == job_id,
                 Chunk.status == ChunkStatus.PENDING,
@@ -299,6 +301,10 @@ class Matrix:
             return s.scalars(q).first()
 
         return int(self.wait_until(f"job {job_id}: a chunk held by {worker}", held))
+
+    def warm_ups(self, worker: str) -> int:
+        """How many pool processes of ``worker`` have warmed up the model so far."""
+        return self.workers[worker].log().count("warmed up model")
 
     def resends(self, job_id: int) -> int:
         """How often recovery re-sent the job's tasks, from the workers' logs."""
@@ -410,6 +416,8 @@ def case_postgres_restart(m: Matrix) -> Outcome:
 
 
 def case_worker_child_kill(m: Matrix) -> Outcome:
+    warm = m.warm_ups("w1")
+
     def fault(job_id: int) -> float:
         m.chunk_held_by(job_id, "w1")
         at = time.monotonic()
@@ -417,7 +425,13 @@ def case_worker_child_kill(m: Matrix) -> Outcome:
             os.kill(pid, signal.SIGKILL)
         return at
 
-    return _timed(m, "SIGKILL of a worker child", fault, "child")
+    out = _timed(m, "SIGKILL of a worker child", fault, "child")
+    # The worker must get its pool back, warm, or it serves nothing from now on.
+    try:
+        m.wait_until("w1's new pool process warm", lambda _s: m.warm_ups("w1") > warm)
+    except TimeoutError as exc:
+        out.ok, out.note = False, "; ".join(filter(None, [out.note, str(exc)]))
+    return out
 
 
 def case_worker_stop(m: Matrix) -> Outcome:

@@ -12,6 +12,9 @@ from aiscan.jobs.errors import ConfigError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, RECOVER_STALLED, ROUTES, task_time_limit
 
+# Seconds a new pool process may take to start (import the model stack, warm up) before it is replaced.
+WORKER_PROC_ALIVE_S = 180
+
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app for ``settings.broker_url`` with at-least-once delivery and JSON only."""
@@ -24,6 +27,9 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process loads TensorFlow and warms up the model before it reports up: Celery's default
+        # of 4 s kills every replacement of a dead pool process on a busy machine (seen in `make faults`).
+        worker_proc_alive_timeout=WORKER_PROC_ALIVE_S,
         broker_transport_options=_transport_options(settings),
         task_serializer="json",
         result_serializer="json",
