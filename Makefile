@@ -8,7 +8,7 @@ EXTRAS    ?= cpu,dev
 TYPECHECK := build/typecheck
 PACKAGES  := model jobs worker training migrations
 
-.PHONY: setup demo test lint typecheck bench clean
+.PHONY: setup demo test lint typecheck bench faults clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ typecheck: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# The slow fault matrix (minutes): private Redis and PostgreSQL on free ports, real workers and beat.
+faults: setup
+	$(BIN)/python -m bench.faults
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -10,7 +10,10 @@ from kombu import Exchange, Queue
 
 from aiscan.jobs.errors import ConfigError
 from aiscan.jobs.settings import Settings
-from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, ROUTES
+from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, RECOVER_STALLED, ROUTES, task_time_limit
+
+# Seconds a new pool process may take to start (import the model stack, warm up) before it is replaced.
+WORKER_PROC_ALIVE_S = 180
 
 
 def make_app(settings: Settings) -> Celery:
@@ -24,6 +27,9 @@ def make_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A pool process loads TensorFlow and warms up the model before it reports up: Celery's default
+        # of 4 s kills every replacement of a dead pool process on a busy machine (seen in `make faults`).
+        worker_proc_alive_timeout=WORKER_PROC_ALIVE_S,
         broker_transport_options=_transport_options(settings),
         task_serializer="json",
         result_serializer="json",
@@ -33,13 +39,27 @@ def make_app(settings: Settings) -> Celery:
         task_routes=ROUTES,
         task_default_queue=PLAN_QUEUE,
         task_soft_time_limit=settings.task_soft_time_limit,
-        task_time_limit=settings.task_soft_time_limit + 120,
+        task_time_limit=task_time_limit(settings),
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,
+        beat_schedule={
+            "aiscan-recover-stalled": {
+                "task": RECOVER_STALLED,
+                "schedule": recovery_interval(settings),
+                # A tick nobody took in time is dropped: the next one does the same work.
+                "options": {"queue": ROUTES[RECOVER_STALLED], "expires": recovery_interval(settings)},
+            }
+        },
     )
     return app
+
+
+def recovery_interval(settings: Settings) -> float:
+    """Seconds between two recovery ticks of `aiscan beat`: often enough to notice a stall soon after
+    AISCAN_STALL_TIMEOUT, never more than a minute apart."""
+    return min(60.0, settings.stall_timeout / 4)
 
 
 def _transport_options(settings: Settings) -> dict[str, int]:

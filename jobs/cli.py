@@ -684,6 +684,20 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
     os.execv(sys.executable, argv)
 
 
+@cli.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run Celery beat for AISCAN_BROKER_URL: every few seconds a worker re-sends the tasks of jobs with
+    no progress for AISCAN_STALL_TIMEOUT (lost in a broker restart, say). Several beats are harmless."""
+    from aiscan.jobs.app import make_app
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise click.UsageError("set AISCAN_BROKER_URL (e.g. redis://host:6379/0) to run beat")
+    # The in-memory scheduler: the one periodic task needs no schedule file, and beats share nothing.
+    make_app(settings).Beat(scheduler="celery.beat:Scheduler", loglevel=loglevel).run()
+
+
 # ---------------------------------------------------------------- demo
 
 

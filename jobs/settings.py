@@ -83,6 +83,8 @@ class Settings:
     worker_gpus: int = 0
     # local walks: read files that symbolic links point to outside the scanned directory
     follow_links_outside_root: bool = False
+    # Seconds a running job may go without progress before `aiscan beat` sends its tasks again.
+    stall_timeout: int = 300
 
     @property
     def models_dir(self) -> Path:
@@ -123,6 +125,7 @@ class Settings:
             task_retry_backoff_max=_number(env, "TASK_RETRY_BACKOFF_MAX", 120, 1),
             worker_gpus=_number(env, "WORKER_GPUS", 0, 0),
             follow_links_outside_root=_flag(env, "FOLLOW_LINKS_OUTSIDE_ROOT"),
+            stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1),
         )
 
 

@@ -20,12 +20,26 @@ if TYPE_CHECKING:
 PLAN_JOB = "aiscan.plan_job"
 CLASSIFY_CHUNK = "aiscan.classify_chunk"
 FINISH_JOB = "aiscan.finish_job"
+# Periodic, sent by `aiscan beat`: re-sends the tasks of jobs that stopped making progress.
+RECOVER_STALLED = "aiscan.recover_stalled"
 
 PLAN_QUEUE = "aiscan.plan"
 CLASSIFY_QUEUE = "aiscan.classify"
 QUEUES = (PLAN_QUEUE, CLASSIFY_QUEUE)
 # Planning and finishing are light and belong on any machine; classifying wants the model's device.
-ROUTES = {PLAN_JOB: PLAN_QUEUE, FINISH_JOB: PLAN_QUEUE, CLASSIFY_CHUNK: CLASSIFY_QUEUE}
+ROUTES = {
+    PLAN_JOB: PLAN_QUEUE,
+    FINISH_JOB: PLAN_QUEUE,
+    RECOVER_STALLED: PLAN_QUEUE,
+    CLASSIFY_CHUNK: CLASSIFY_QUEUE,
+}
+# A task still running this long after its soft time limit is killed by its worker.
+HARD_LIMIT_GRACE_S = 120
+
+
+def task_time_limit(settings: Settings) -> int:
+    """Seconds after which no delivery of a task can still be running: Celery's hard time limit."""
+    return settings.task_soft_time_limit + HARD_LIMIT_GRACE_S
 
 
 class Decoded(Protocol):

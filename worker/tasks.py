@@ -18,12 +18,13 @@ from aiscan.jobs import pipeline
 from aiscan.jobs.app import CeleryQueue, make_app
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.errors import TransientFetchError
+from aiscan.jobs.recovery import recover_stalled
 from aiscan.jobs.scoring import task_deadline
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import DatabaseUnavailable, is_transient, open_database
 from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.store.operations import mark_job
-from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, TaskContext
+from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, RECOVER_STALLED, TaskContext
 from aiscan.model.errors import ErrorKind
 from aiscan.worker import runtime
 
@@ -125,3 +126,9 @@ def classify_chunk(self: Task, job_id: int, chunk_id: int) -> None:
         pipeline.classify_chunk(
             _context(), job_id, chunk_id, worker=request.hostname, retries=request.retries
         )
+
+
+# Sent by `aiscan beat`; no retries: the next tick does the same work.
+@app.task(name=RECOVER_STALLED)
+def recover_stalled_jobs() -> None:
+    recover_stalled(open_database(settings.database_url), settings, queue.send)
