@@ -155,7 +155,9 @@ class Matrix:
             AISCAN_FETCH_CONCURRENCY="1",
             AISCAN_BATCH_SIZE="4",
             AISCAN_MAX_IMAGE_BYTES=str(8 * 1024 * 1024),
-            AISCAN_TASK_SOFT_TIME_LIMIT="60",
+            # The chunk deadline (half of this) must outlast a dripping fetch (10 x the URL timeout), so
+            # the images queued behind it are still scored.
+            AISCAN_TASK_SOFT_TIME_LIMIT="120",
             AISCAN_TASK_RETRY_BACKOFF_MAX="4",
         )
         self.settings = Settings.from_env(self.env)
