@@ -106,6 +106,7 @@ def _os_error(exc: OSError) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: every error becomes one line on stderr and a non-zero exit."""
+    console.configure_logging()
     try:
         cli.main(args=argv, prog_name="aiscan", standalone_mode=False)
     except click.exceptions.Abort:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -75,6 +77,21 @@ def progress_bar(description: str, *, show: bool = True) -> Iterator[Bar]:
     """A progress bar on stderr for the duration of the block; with ``show`` False, nothing is drawn."""
     with Progress(*PROGRESS_COLUMNS, console=err_console, disable=not show) as progress:
         yield Bar(progress, description)
+
+
+def configure_logging() -> None:
+    """On a terminal, a command shows its own output: library records and Python warnings only at ERROR.
+
+    Warnings (Pillow's DecompressionBombWarning on one large image, say) go to the logging system
+    under "py.warnings", where a handler set up by whoever embeds aiscan can still collect them.
+    """
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.ERROR)
 
 
 def emit_json(data: Any) -> None:
