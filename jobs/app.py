@@ -9,6 +9,7 @@ from celery import Celery
 from kombu import Connection, Exchange, Queue
 from kombu.exceptions import KombuError
 
+from aiscan.jobs import logsafe
 from aiscan.jobs.errors import AiscanError, ConfigError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources.urltext import redact_url
@@ -47,6 +48,8 @@ def make_app(settings: Settings) -> Celery:
     if not settings.broker_url:
         raise ConfigError("AISCAN_BROKER_URL is not set: Celery needs a broker (redis:// or amqp://)")
     check_broker_url(settings.broker_url)
+    # Workers log at INFO: no URL query string or credentials may reach their logs.
+    logsafe.install()
     app = Celery("aiscan", broker=settings.broker_url, backend=settings.result_backend)
     app.conf.update(
         # A task is acknowledged only after it ran, and a worker killed mid-task gives it back:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from aiscan.jobs import logsafe
 from aiscan.jobs.store.models import DetectorModel
 
 out_console = Console(soft_wrap=True)
@@ -85,6 +86,7 @@ def configure_logging() -> None:
     Warnings (Pillow's DecompressionBombWarning on one large image, say) go to the logging system
     under "py.warnings", where a handler set up by whoever embeds aiscan can still collect them.
     """
+    logsafe.install()
     logging.captureWarnings(True)
     root = logging.getLogger()
     if not root.handlers:
