@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -76,8 +77,13 @@ class Bar:
 @contextmanager
 def progress_bar(description: str, *, show: bool = True) -> Iterator[Bar]:
     """A progress bar on stderr for the duration of the block; with ``show`` False, nothing is drawn."""
-    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=not show) as progress:
-        yield Bar(progress, description)
+    with Progress(*PROGRESS_COLUMNS, console=Console(stderr=True), disable=not show) as progress:
+        try:
+            yield Bar(progress, description)
+        except BaseException:
+            # A command that fails ends with its one-line error: the bar's last frame is dropped.
+            progress.console.file = io.StringIO()
+            raise
 
 
 def configure_logging() -> None:
