@@ -55,6 +55,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 JOB_ID = click.IntRange(1, 2**63 - 1)
 BATCH_SIZE = click.IntRange(1, MAX_BATCH_SIZE)
 EPOCHS = click.IntRange(1, 10_000)
+LOG_LEVEL = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -692,7 +693,7 @@ def evaluate(
     help="GPUs on this machine; each pool process gets one.",
 )
 @click.option("--name", help="Celery node name (default: aiscan-PID@HOST).")
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
 def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
     """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
     from aiscan.jobs.app import check_broker_url
@@ -736,7 +737,7 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
 
 
 @cli.command()
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run Celery beat for AISCAN_BROKER_URL: every few seconds a worker re-sends the tasks of jobs with
     no progress for AISCAN_STALL_TIMEOUT (lost in a broker restart, say). Several beats are harmless."""

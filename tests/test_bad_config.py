@@ -34,6 +34,8 @@ NUMERIC_SETTINGS = (
     "TASK_MAX_RETRIES",
     "TASK_RETRY_BACKOFF_MAX",
     "WORKER_GPUS",
+    "DECODE_MEMORY_MB",
+    "STALL_TIMEOUT",
 )
 
 
@@ -69,6 +71,10 @@ CASES = [
     case("worker", "--queues", "nosuch", BROKER_URL="redis://127.0.0.1:1", message="unknown queue"),
     case("worker", "--concurrency", BIG, BROKER_URL="redis://127.0.0.1:1", message="--concurrency"),
     case("jobs", "retry", "1", "--errors", BROKER_URL="foo://x", message="unknown broker scheme"),
+    case("worker", "--loglevel", "chatty", BROKER_URL="redis://127.0.0.1:1", message="--loglevel"),
+    case("beat", message="set AISCAN_BROKER_URL"),
+    case("beat", BROKER_URL="foo://x", message="unknown broker scheme"),
+    case("beat", "--loglevel", "chatty", BROKER_URL="redis://127.0.0.1:1", message="--loglevel"),
     # the database
     case("jobs", "list", DATABASE_URL="notaurl", message="is not a database URL"),
     case("jobs", "list", DATABASE_URL="mysql+nosuchdriver://x/y", message="cannot load"),
@@ -109,6 +115,9 @@ CASES = [
     case("scan", "nosuch://x", message="unsupported source"),
     # settings: finite, in range, of their type
     *(case("jobs", "list", **{name: "inf"}, message=f"AISCAN_{name}='inf'") for name in NUMERIC_SETTINGS),
+    case("jobs", "list", STALL_TIMEOUT="0", message="at least 1"),
+    case("jobs", "list", DECODE_MEMORY_MB="1", message="at least 64"),
+    case("jobs", "list", FOLLOW_LINKS_OUTSIDE_ROOT="perhaps", message="must be 1 or 0"),
     case("jobs", "list", URL_TIMEOUT="nan", message="finite"),
     case("jobs", "list", URL_TIMEOUT="-1", message="at least"),
     case("jobs", "list", URL_TIMEOUT="1e300", message="at most"),
