@@ -6,20 +6,50 @@ Clients use it only to send tasks by name; `worker/` registers the task bodies o
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
+from kombu.exceptions import KombuError
 
-from aiscan.jobs.errors import ConfigError
+from aiscan.jobs import logsafe
+from aiscan.jobs.errors import AiscanError, ConfigError
 from aiscan.jobs.settings import Settings
+from aiscan.jobs.sources.urltext import redact_url
 from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, RECOVER_STALLED, ROUTES, task_time_limit
 
 # Seconds a new pool process may take to start (import the model stack, warm up) before it is replaced.
 WORKER_PROC_ALIVE_S = 180
+
+BROKER_EXAMPLE = "e.g. redis://host:6379/0 or amqp://user@host//"
+
+
+class BrokerError(AiscanError):
+    """The broker cannot take a task: unreachable, or refusing the connection."""
+
+
+def check_broker_url(url: str) -> None:
+    """Refuse a broker URL kombu cannot use, before anything is written: a typo is one line, not a job."""
+    where = redact_url(url)
+    if "://" not in url:
+        raise ConfigError(f"AISCAN_BROKER_URL={where!r} is not a URL: {BROKER_EXAMPLE}")
+    try:
+        Connection(url).transport  # noqa: B018 - resolving the transport is the check; nothing connects
+    except KeyError:
+        scheme = url.split("://", 1)[0]
+        raise ConfigError(f"AISCAN_BROKER_URL: unknown broker scheme {scheme!r}: {BROKER_EXAMPLE}") from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"AISCAN_BROKER_URL={where!r} needs a library that is not installed: {exc}"
+        ) from None
+    except ValueError as exc:
+        raise ConfigError(f"AISCAN_BROKER_URL is not a valid URL ({exc}): {BROKER_EXAMPLE}") from None
 
 
 def make_app(settings: Settings) -> Celery:
     """A Celery app for ``settings.broker_url`` with at-least-once delivery and JSON only."""
     if not settings.broker_url:
         raise ConfigError("AISCAN_BROKER_URL is not set: Celery needs a broker (redis:// or amqp://)")
+    check_broker_url(settings.broker_url)
+    # Workers log at INFO: no URL query string or credentials may reach their logs.
+    logsafe.install()
     app = Celery("aiscan", broker=settings.broker_url, backend=settings.result_backend)
     app.conf.update(
         # A task is acknowledged only after it ran, and a worker killed mid-task gives it back:
@@ -83,4 +113,10 @@ class CeleryQueue:
         self.app = app
 
     def send(self, name: str, *args: object) -> None:
-        self.app.send_task(name, args=list(args), queue=ROUTES[name])
+        """Send one task; BrokerError when the broker cannot be reached (after kombu's own retries)."""
+        try:
+            self.app.send_task(name, args=list(args), queue=ROUTES[name])
+        except (KombuError, OSError) as exc:
+            where = redact_url(self.app.conf.broker_url or "")
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise BrokerError(f"the broker {where} is unreachable ({reason})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -16,8 +17,15 @@ from aiscan.jobs.artifacts import register_artifact
 from aiscan.jobs.errors import AiscanError
 from aiscan.jobs.follow import follow_job
 from aiscan.jobs.inprocess import InProcessQueue, run_queue, run_scan
-from aiscan.jobs.reports import FORMATS, write_report
-from aiscan.jobs.settings import Settings, get_settings
+from aiscan.jobs.reports import FORMATS, write_report, write_report_file
+from aiscan.jobs.settings import (
+    MAX_BATCH_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_CONCURRENCY,
+    MAX_GPUS,
+    Settings,
+    get_settings,
+)
 from aiscan.jobs.store import db as store_db
 from aiscan.jobs.store.queries import (
     get_job,
@@ -43,6 +51,21 @@ if TYPE_CHECKING:
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 F = TypeVar("F", bound=Callable[..., Any])
+# Ids are 64-bit integers in every database: a larger number is refused here, not by the driver.
+JOB_ID = click.IntRange(1, 2**63 - 1)
+BATCH_SIZE = click.IntRange(1, MAX_BATCH_SIZE)
+EPOCHS = click.IntRange(1, 10_000)
+LOG_LEVEL = click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf, which compare as inside any range."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 def _database(settings: Settings) -> store_db.Database:
@@ -57,26 +80,54 @@ def _job_summary(settings: Settings, job_id: int) -> dict[str, Any]:
 # ---------------------------------------------------------------- root
 
 
+# `aiscan --traceback CMD` shows the traceback of an unexpected error instead of its one line.
+_show_traceback = False
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="aiscan")
-def cli() -> None:
+@click.option("--traceback", "traceback_", is_flag=True, help="On an unexpected error, show its traceback.")
+def cli(traceback_: bool) -> None:
     """Audit image archives for AI-generated images."""
+    global _show_traceback
+    _show_traceback = traceback_
+
+
+def _fail(message: str, code: int = 1) -> None:
+    """One line on stderr, whatever the message held (drivers' messages span lines), and exit."""
+    click.echo("error: " + " ".join(message.split()), err=True)
+    sys.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    if exc.filename is None:
+        return str(exc)
+    return f"{exc.strerror or exc}: {exc.filename}"
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and a non-zero exit."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Console entry point: every error becomes one line on stderr and a non-zero exit."""
+    console.configure_logging()
     try:
         cli.main(args=argv, prog_name="aiscan", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        click.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(exc.format_message(), exc.exit_code)
     except (AiscanError, ModelError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+        _fail(str(exc))
+    except OSError as exc:
+        # The environment refused a file or a connection: the path or reason is the actionable part.
+        _fail(_os_error(exc))
+    except MemoryError:
+        _fail("out of memory: use a smaller --batch-size or --chunk-size")
+    except Exception as exc:
+        if _show_traceback:
+            raise
+        _fail(
+            f"unexpected {type(exc).__name__}: {exc} (a bug in aiscan: `aiscan --traceback ...` shows where)"
+        )
 
 
 # ---------------------------------------------------------------- scanning
@@ -92,10 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     help="A text file of URLs (one per line) or a CSV with a url column; repeatable.",
 )
 @click.option("--model", "model_ref", help="NAME or NAME:VERSION (default: the default model).")
-@click.option("--chunk-size", type=click.IntRange(min=1), help="Images per chunk (AISCAN_CHUNK_SIZE).")
+@click.option(
+    "--chunk-size", type=click.IntRange(1, MAX_CHUNK_SIZE), help="Images per chunk (AISCAN_CHUNK_SIZE)."
+)
 @click.option(
     "--batch-size",
-    type=click.IntRange(min=1),
+    type=BATCH_SIZE,
     help="Images per model batch in-process (AISCAN_BATCH_SIZE; workers use their own).",
 )
 @click.option(
@@ -167,7 +220,7 @@ def jobs() -> None:
 
 
 @jobs.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def jobs_list(limit: int, as_json: bool) -> None:
     """The most recent jobs, newest first."""
@@ -180,7 +233,7 @@ def jobs_list(limit: int, as_json: bool) -> None:
 
 
 @jobs.command("show")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--json", "as_json", is_flag=True)
 def jobs_show(job_id: int, as_json: bool) -> None:
     """One job's status and counts."""
@@ -192,7 +245,7 @@ def jobs_show(job_id: int, as_json: bool) -> None:
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 def jobs_cancel(job_id: int) -> None:
     """Stop JOB_ID: queued chunks are dropped, rows already written stay."""
     status = cancel_job(_database(get_settings()), job_id)
@@ -200,7 +253,7 @@ def jobs_cancel(job_id: int) -> None:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--errors", is_flag=True, help="Also re-queue the images that failed.")
 def jobs_retry(job_id: int, errors: bool) -> None:
     """Re-queue the unfinished chunks of JOB_ID (after a lost broker, say), and with --errors its failures."""
@@ -223,7 +276,7 @@ def jobs_retry(job_id: int, errors: bool) -> None:
 
 
 @cli.command()
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=JOB_ID)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
 @click.option(
     "-o",
@@ -241,10 +294,7 @@ def report(job_id: int, fmt: str, output: str) -> None:
         if output == "-":
             count = write_report(s, job_id, fmt, sys.stdout)
         else:
-            tmp = Path(output).with_name(Path(output).name + ".part")
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                count = write_report(s, job_id, fmt, fh)
-            tmp.replace(output)
+            count = write_report_file(s, job_id, fmt, Path(output))
             click.echo(f"wrote {count} rows to {output}", err=True)
 
 
@@ -276,7 +326,7 @@ def _preprocess_options(default: str, help_text: str) -> Callable[[F], F]:
         )(command)
         command = click.option(
             "--max-tiles",
-            type=click.IntRange(min=1),
+            type=click.IntRange(1, 4096),
             default=PreprocessSpec.max_tiles,
             show_default=True,
             help="At most this many tiles scored per image (tiles and tiles+global).",
@@ -417,7 +467,7 @@ def db_upgrade(revision: str) -> None:
 
 def _probability_option(flag: str, default: float, help_text: str) -> Callable[[F], F]:
     """An option taking a probability, 0 to 1."""
-    return click.option(flag, type=click.FloatRange(0, 1), default=default, show_default=True, help=help_text)
+    return click.option(flag, type=FiniteFloatRange(0, 1), default=default, show_default=True, help=help_text)
 
 
 @cli.command()
@@ -425,7 +475,7 @@ def _probability_option(flag: str, default: float, help_text: str) -> Callable[[
 @click.option("--name", required=True, help="Registry name; each run adds a version.")
 @click.option(
     "--epochs",
-    type=click.IntRange(min=1),
+    type=EPOCHS,
     default=10,
     show_default=True,
     help="Epochs of the first phase (head on a frozen base, or all from scratch).",
@@ -437,20 +487,20 @@ def _probability_option(flag: str, default: float, help_text: str) -> Callable[[
     show_default=True,
     help="Then fine-tune the top N of InceptionV3's 11 blocks at a lower learning rate.",
 )
-@click.option("--fine-tune-epochs", type=click.IntRange(min=1), help="Default: half of --epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--input-size", type=click.IntRange(min=75), default=299, show_default=True)
+@click.option("--fine-tune-epochs", type=EPOCHS, help="Default: half of --epochs.")
+@click.option("--batch-size", type=BATCH_SIZE, default=32, show_default=True)
+@click.option("--input-size", type=click.IntRange(75, 2048), default=299, show_default=True)
 @click.option(
     "--base-weights",
     default="imagenet",
     show_default=True,
     help="imagenet (downloaded once by Keras), none (from scratch) or a local notop .h5 file.",
 )
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--val-fraction", type=click.FloatRange(0.05, 0.5), default=0.2, show_default=True)
+@click.option("--learning-rate", type=FiniteFloatRange(0, 10, min_open=True), default=1e-3, show_default=True)
+@click.option("--val-fraction", type=FiniteFloatRange(0.05, 0.5), default=0.2, show_default=True)
 @click.option(
     "--patience",
-    type=click.IntRange(min=1),
+    type=EPOCHS,
     default=3,
     show_default=True,
     help="Early stopping: epochs without a better validation loss.",
@@ -470,18 +520,18 @@ def _probability_option(flag: str, default: float, help_text: str) -> Callable[[
 @click.option("--no-augment", is_flag=True, help="Train on the views as they are: no flips, blur or JPEG.")
 @click.option(
     "--max-real-flagged",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     help="Choose the threshold on the validation split so that at most this share of "
     "real photographs is labelled fake (e.g. 0.01).",
 )
 @click.option(
     "--uncertain-band",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.2,
     show_default=True,
     help="Width of the uncertain band around a chosen threshold.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 def train(
     data_dir: str,
     name: str,
@@ -556,7 +606,7 @@ def train(
     show_default=True,
     help="Sub-folder to evaluate on when DATA_DIR has one (CIFAKE's test/); else DATA_DIR.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=BATCH_SIZE, default=32, show_default=True)
 @click.option(
     "-o",
     "--output",
@@ -632,25 +682,27 @@ def evaluate(
 )
 @click.option(
     "--concurrency",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CONCURRENCY),
     help="Pool processes (default: one per GPU, or 1 on a CPU: TensorFlow uses every core).",
 )
 @click.option(
     "--gpus",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_GPUS),
     default=0,
     show_default=True,
     help="GPUs on this machine; each pool process gets one.",
 )
 @click.option("--name", help="Celery node name (default: aiscan-PID@HOST).")
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
 def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
     """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
+    from aiscan.jobs.app import check_broker_url
     from aiscan.jobs.tasks import QUEUES
 
     settings = get_settings()
     if not settings.broker_url:
         raise click.UsageError("set AISCAN_BROKER_URL (e.g. redis://host:6379/0) to run a worker")
+    check_broker_url(settings.broker_url)
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown or not wanted:
@@ -685,7 +737,7 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
 
 
 @cli.command()
-@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run Celery beat for AISCAN_BROKER_URL: every few seconds a worker re-sends the tasks of jobs with
     no progress for AISCAN_STALL_TIMEOUT (lost in a broker restart, say). Several beats are harmless."""
@@ -708,8 +760,8 @@ def beat(loglevel: str) -> None:
     help="Where to write images and the report (default: AISCAN_HOME/demo).",
 )
 @click.option("--retrain", is_flag=True, help="Train a new demo model even if one exists.")
-@click.option("--train-images", type=click.IntRange(min=20), default=600, show_default=True)
-@click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--train-images", type=click.IntRange(20, 1_000_000), default=600, show_default=True)
+@click.option("--epochs", type=EPOCHS, default=6, show_default=True)
 def demo(workdir: str | None, retrain: bool, train_images: int, epochs: int) -> None:
     """Train a small demo detector on synthetic images, scan a synthetic archive, write a CSV report."""
     from aiscan.jobs.demo import run_demo

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from aiscan.jobs import logsafe
 from aiscan.jobs.store.models import DetectorModel
 
 out_console = Console(soft_wrap=True)
@@ -73,8 +77,29 @@ class Bar:
 @contextmanager
 def progress_bar(description: str, *, show: bool = True) -> Iterator[Bar]:
     """A progress bar on stderr for the duration of the block; with ``show`` False, nothing is drawn."""
-    with Progress(*PROGRESS_COLUMNS, console=err_console, disable=not show) as progress:
-        yield Bar(progress, description)
+    with Progress(*PROGRESS_COLUMNS, console=Console(stderr=True), disable=not show) as progress:
+        try:
+            yield Bar(progress, description)
+        except BaseException:
+            # A command that fails ends with its one-line error: the bar's last frame is dropped.
+            progress.console.file = io.StringIO()
+            raise
+
+
+def configure_logging() -> None:
+    """On a terminal, a command shows its own output: library records and Python warnings only at ERROR.
+
+    Warnings (Pillow's DecompressionBombWarning on one large image, say) go to the logging system
+    under "py.warnings", where a handler set up by whoever embeds aiscan can still collect them.
+    """
+    logsafe.install()
+    logging.captureWarnings(True)
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        root.setLevel(logging.ERROR)
 
 
 def emit_json(data: Any) -> None:

@@ -78,7 +78,7 @@ def run_demo(
     console: Console,
 ) -> None:
     """The README's first command: everything on embedded defaults, nothing downloaded."""
-    from aiscan.jobs.reports import write_report
+    from aiscan.jobs.reports import write_report_file
     from aiscan.training.synth import write_archive
 
     workdir = (workdir or settings.home / "demo").expanduser().resolve()
@@ -110,8 +110,7 @@ def run_demo(
     report_path = workdir / "report.csv"
     with open_database(settings.database_url).session() as s:
         print_job_summary(job_summary(s, job_id), console)
-        with open(report_path, "w", newline="") as fh:
-            count = write_report(s, job_id, "csv", fh)
+        count = write_report_file(s, job_id, "csv", report_path)
     correct, judged = _accuracy(report_path, truth)
     console.print(f"on this archive the demo model labelled {correct} of {judged} images correctly")
     console.print(f"database: {settings.database_url}")

@@ -8,6 +8,8 @@ Every error aiscan raises on purpose, and where it ends::
     |   +-- NotFound ........... a job, model or source that was asked for does not exist
     |   +-- SourceError ........ a source argument that cannot be scanned; a job planned with it fails
     |   +-- DatabaseError ...... (jobs.store.db) database unreachable or its schema is not at head
+    |   +-- BrokerError ........ (jobs.app) the broker cannot take a task; a job it refused is failed
+    |   +-- ReportError ........ (jobs.reports) a report file that cannot be written where asked
     |   +-- TransientFetchError  storage down: a worker retries the task with backoff and, after the
     |                            last retry, records the chunk's images as `unavailable` rows
     +-- FetchError ............. one image ref: a result row with its ``error_kind``, the job goes on
@@ -15,6 +17,9 @@ Every error aiscan raises on purpose, and where it ends::
     |   +-- DatasetError ....... (training.dataset) a training folder aiscan cannot use
     +-- DecodeError ............ (model.errors) one image: a row with its class's ``error_kind``
         +-- NotAnImage, Truncated, TooLarge, Unsupported
+
+Anything else reaching the CLI (OSError included) is still one line and exit status 1; only
+`aiscan --traceback CMD` shows a traceback.
 
 Retried before any of these surface: HTTP fetches retry 5xx, 429, timeouts and connection failures
 (``AISCAN_URL_RETRIES``), boto3 retries S3 requests, and workers retry tasks on database outages.

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from aiscan.jobs.errors import AiscanError
 from aiscan.jobs.store.models import DetectorModel, Result
 
 COLUMNS = (
@@ -31,6 +35,13 @@ COLUMNS = (
     "classified_at",
 )
 FORMATS = ("csv", "jsonl")
+
+# A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+class ReportError(AiscanError):
+    """A report file that cannot be written where it was asked for."""
 
 
 def iter_records(session: Session, job_id: int, batch: int = 2000) -> Iterator[dict[str, Any]]:
@@ -54,11 +65,35 @@ def _text(value: Any) -> Any:
     return value
 
 
+def csv_cell(value: Any) -> Any:
+    """A CSV cell no spreadsheet runs as a formula: text starting with = + - @ tab or CR gets a leading '.
+
+    Only text is neutralised: numbers (p_real, sizes) stay numbers, and a negative number is a value
+    aiscan computed, not text an attacker chose. Text such as a file named "-1.png" does get the quote.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+class SafeCsvWriter:
+    """A csv.DictWriter whose cells go through :func:`csv_cell`: every CSV aiscan writes uses it."""
+
+    def __init__(self, out: IO[str], fieldnames: tuple[str, ...]) -> None:
+        self._writer = csv.DictWriter(out, fieldnames=fieldnames, lineterminator="\n")
+
+    def writeheader(self) -> None:
+        self._writer.writeheader()
+
+    def writerow(self, row: Mapping[str, Any]) -> None:
+        self._writer.writerow({k: csv_cell(v) for k, v in row.items()})
+
+
 def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
     """Write the job's report in ``fmt`` to ``out``; returns the number of records."""
     count = 0
     if fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+        writer = SafeCsvWriter(out, COLUMNS)
         writer.writeheader()
         for record in iter_records(session, job_id):
             writer.writerow({k: _text(v) for k, v in record.items()})
@@ -69,4 +104,34 @@ def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
             count += 1
     else:
         raise ValueError(f"unknown report format {fmt!r}")
+    return count
+
+
+def write_report_file(session: Session, job_id: int, fmt: str, path: Path) -> int:
+    """Write the report to ``path`` atomically; returns the number of records.
+
+    The rows go to a temporary file created exclusively (O_EXCL, a random name) in the target's
+    directory, then renamed over ``path``: a file or symlink planted beside the target is never
+    written through, and a reader never sees half a report.
+    """
+    directory = path.parent
+    if not directory.is_dir():
+        raise ReportError(f"cannot write the report {path}: the directory {directory} does not exist")
+    if path.is_dir():
+        raise ReportError(f"cannot write the report {path}: it is a directory")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    except OSError as exc:
+        raise ReportError(f"cannot write the report in {directory}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            count = write_report(session, job_id, fmt, fh)
+        # mkstemp makes the file 0600; a report is as readable as any file this user creates.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
     return count

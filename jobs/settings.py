@@ -3,21 +3,38 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from aiscan.jobs.errors import ConfigError
 
 PREFIX = "AISCAN_"
 T = TypeVar("T", int, float)
 
+# Upper bounds of the sizes and limits: beyond them a value is a typo, and would fail later as an
+# allocation or an overflow deep in a scan rather than as a message naming the setting.
+MAX_BATCH_SIZE = 4096
+MAX_CHUNK_SIZE = 100_000
+MAX_CONCURRENCY = 1024
+MAX_IMAGE_BYTES = 1 << 40
+MAX_PIXELS = 1 << 40
+MAX_DECODE_MEMORY_MB = 1 << 20
+MAX_SECONDS = 7 * 24 * 3600
+MAX_RETRIES = 1000
+MAX_GPUS = 1024
 
-def _number(env: Mapping[str, str], name: str, default: T, minimum: T) -> T:
-    """The number in AISCAN_<name>, of the type of ``default``, or ``default`` when unset."""
+
+def _number(env: Mapping[str, str], name: str, default: T, minimum: T, maximum: T) -> T:
+    """The number in AISCAN_<name>, of the type of ``default``, or ``default`` when unset.
+
+    Every limit is finite: inf and nan are refused, as is anything outside [minimum, maximum].
+    """
     raw = env.get(PREFIX + name)
     if raw is None or raw == "":
         return default
@@ -27,9 +44,30 @@ def _number(env: Mapping[str, str], name: str, default: T, minimum: T) -> T:
     except ValueError:
         noun = "an integer" if kind is int else "a number"
         raise ConfigError(f"{PREFIX}{name}={raw!r} is not {noun}") from None
-    if not value >= minimum:  # also refuses nan
+    if not math.isfinite(value):
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be a finite number from {minimum} to {maximum}")
+    if value < minimum:
         raise ConfigError(f"{PREFIX}{name}={value} must be at least {minimum}")
+    if value > maximum:
+        raise ConfigError(f"{PREFIX}{name}={value} must be at most {maximum}")
     return value
+
+
+def _endpoint(env: Mapping[str, str], name: str) -> str | None:
+    """An http(s) endpoint URL, checked now so that a typo fails at start-up and not in every fetch."""
+    raw = (env.get(PREFIX + name) or "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - parsing the port is the check: "http://h:x" raises here
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}{name} is not a valid URL ({exc}): give e.g. http://host:9000") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{PREFIX}{name} must be an http:// or https:// URL with a host, e.g. http://host:9000"
+        )
+    return raw
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -105,27 +143,27 @@ class Settings:
             database_url=database_url,
             broker_url=env.get(PREFIX + "BROKER_URL") or None,
             result_backend=env.get(PREFIX + "RESULT_BACKEND") or None,
-            s3_endpoint_url=env.get(PREFIX + "S3_ENDPOINT_URL") or None,
-            batch_size=_number(env, "BATCH_SIZE", 32, 1),
-            chunk_size=_number(env, "CHUNK_SIZE", 256, 1),
-            fetch_concurrency=_number(env, "FETCH_CONCURRENCY", 8, 1),
-            max_image_bytes=_number(env, "MAX_IMAGE_BYTES", 64 * 1024 * 1024, 1),
-            max_pixels=_number(env, "MAX_PIXELS", 128_000_000, 1),
-            decode_memory_mb=_number(env, "DECODE_MEMORY_MB", 1024, 64),
-            url_timeout=_number(env, "URL_TIMEOUT", 20.0, 0.1),
-            url_retries=_number(env, "URL_RETRIES", 3, 0),
-            url_max_redirects=_number(env, "URL_MAX_REDIRECTS", 5, 0),
+            s3_endpoint_url=_endpoint(env, "S3_ENDPOINT_URL"),
+            batch_size=_number(env, "BATCH_SIZE", 32, 1, MAX_BATCH_SIZE),
+            chunk_size=_number(env, "CHUNK_SIZE", 256, 1, MAX_CHUNK_SIZE),
+            fetch_concurrency=_number(env, "FETCH_CONCURRENCY", 8, 1, MAX_CONCURRENCY),
+            max_image_bytes=_number(env, "MAX_IMAGE_BYTES", 64 * 1024 * 1024, 1, MAX_IMAGE_BYTES),
+            max_pixels=_number(env, "MAX_PIXELS", 128_000_000, 1, MAX_PIXELS),
+            decode_memory_mb=_number(env, "DECODE_MEMORY_MB", 1024, 64, MAX_DECODE_MEMORY_MB),
+            url_timeout=_number(env, "URL_TIMEOUT", 20.0, 0.1, float(MAX_SECONDS)),
+            url_retries=_number(env, "URL_RETRIES", 3, 0, MAX_RETRIES),
+            url_max_redirects=_number(env, "URL_MAX_REDIRECTS", 5, 0, MAX_RETRIES),
             url_allow_private=_flag(env, "URL_ALLOW_PRIVATE"),
             url_allow_networks=_networks(env, "URL_ALLOW_NETWORKS"),
             s3_region=env.get(PREFIX + "S3_REGION") or None,
             s3_profile=env.get(PREFIX + "S3_PROFILE") or None,
-            visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", 3600, 1),
-            task_soft_time_limit=_number(env, "TASK_SOFT_TIME_LIMIT", 1800, 1),
-            task_max_retries=_number(env, "TASK_MAX_RETRIES", 8, 0),
-            task_retry_backoff_max=_number(env, "TASK_RETRY_BACKOFF_MAX", 120, 1),
-            worker_gpus=_number(env, "WORKER_GPUS", 0, 0),
+            visibility_timeout=_number(env, "VISIBILITY_TIMEOUT", 3600, 1, MAX_SECONDS),
+            task_soft_time_limit=_number(env, "TASK_SOFT_TIME_LIMIT", 1800, 1, MAX_SECONDS),
+            task_max_retries=_number(env, "TASK_MAX_RETRIES", 8, 0, MAX_RETRIES),
+            task_retry_backoff_max=_number(env, "TASK_RETRY_BACKOFF_MAX", 120, 1, MAX_SECONDS),
+            worker_gpus=_number(env, "WORKER_GPUS", 0, 0, MAX_GPUS),
             follow_links_outside_root=_flag(env, "FOLLOW_LINKS_OUTSIDE_ROOT"),
-            stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1),
+            stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1, MAX_SECONDS),
         )
 
 

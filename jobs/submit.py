@@ -11,7 +11,7 @@ from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import open_source
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import Job, JobStatus
-from aiscan.jobs.store.operations import reopen_job
+from aiscan.jobs.store.operations import mark_job, reopen_job
 from aiscan.jobs.store.queries import get_job, resolve_model
 from aiscan.jobs.tasks import CLASSIFY_CHUNK, PLAN_JOB
 
@@ -51,9 +51,20 @@ def create_job(
 def submit_job(
     db: Database, settings: Settings, send: Callable[..., None], sources: list[str], **kwargs: Any
 ) -> int:
-    """Create a job and send its planning task; returns the job id."""
+    """Create a job and send its planning task; returns the job id.
+
+    A job whose planning task cannot be sent is marked failed with the reason before the error
+    propagates: no job is left `pending` with nothing queued to run it.
+    """
     job_id = create_job(db, settings, sources, **kwargs)
-    send(PLAN_JOB, job_id)
+    try:
+        send(PLAN_JOB, job_id)
+    except BaseException as exc:
+        reason = str(exc) or type(exc).__name__
+        mark_job(db, job_id, JobStatus.FAILED, error=f"its planning task could not be queued: {reason}")
+        if isinstance(exc, AiscanError):
+            raise AiscanError(f"job {job_id} was not queued and is marked failed: {reason}") from None
+        raise
     return job_id
 
 
@@ -72,8 +83,12 @@ def retry_job(db: Database, send: Callable[..., None], job_id: int, *, errors: b
     Re-running is safe: rows are upserted, so a retried image replaces its old row.
     """
     reopened = reopen_job(db, job_id, errors=errors)
-    if reopened.plan:
-        send(PLAN_JOB, job_id)
-    for chunk_id in reopened.chunk_ids:
-        send(CLASSIFY_CHUNK, job_id, chunk_id)
+    try:
+        if reopened.plan:
+            send(PLAN_JOB, job_id)
+        for chunk_id in reopened.chunk_ids:
+            send(CLASSIFY_CHUNK, job_id, chunk_id)
+    except AiscanError as exc:
+        # Its tasks are idempotent: running the retry again once the queue is back sends them all.
+        raise AiscanError(f"job {job_id} was not queued again: {exc}; retry when it is back") from None
     return reopened.images

@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import keras
-
 from aiscan.model.errors import ModelError
+from aiscan.model.framework import keras
 from aiscan.model.layers import Preprocess, RealProbability
 from aiscan.model.metadata import META_FILE, MODEL_FILE, ArtifactMeta, file_sha256, read_meta
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import keras
-
 from aiscan.model.errors import ModelError
+from aiscan.model.framework import keras
 from aiscan.model.layers import Preprocess, RealProbability
 
 # keras.applications.InceptionV3 refuses smaller inputs.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import keras
+from aiscan.model.framework import keras
 
 
 @lru_cache(maxsize=1)

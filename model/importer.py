@@ -6,10 +6,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from aiscan.model.artifact import Artifact, save_artifact
 from aiscan.model.errors import ModelError
+from aiscan.model.framework import keras
 from aiscan.model.layers import Preprocess, RealProbability
 from aiscan.model.metadata import CHANNEL_ORDERS, SCALES, ArtifactMeta, PreprocessSpec, file_sha256
 

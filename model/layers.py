@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
-from keras import ops
-
 from aiscan.model.errors import ModelError
+from aiscan.model.framework import keras
 from aiscan.model.metadata import CHANNEL_ORDERS, SCALES
+
+ops = keras.ops
 
 PROBABILITY_MODES = ("sigmoid_real", "sigmoid_fake", "index")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from aiscan.model.artifact import Artifact, load_artifact
+from aiscan.model.framework import keras
 from aiscan.model.metadata import ArtifactMeta
 
 

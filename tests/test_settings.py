@@ -40,10 +40,28 @@ def test_values_are_read_and_typed() -> None:
     [
         ("AISCAN_CHUNK_SIZE", "lots", "is not an integer"),
         ("AISCAN_BATCH_SIZE", "0", "must be at least 1"),
-        ("AISCAN_URL_TIMEOUT", "nan", "must be at least"),
+        ("AISCAN_URL_TIMEOUT", "nan", "must be a finite number"),
+        ("AISCAN_URL_TIMEOUT", "inf", "must be a finite number"),
+        ("AISCAN_URL_TIMEOUT", "-inf", "must be a finite number"),
+        ("AISCAN_URL_TIMEOUT", "-1", "must be at least 0.1"),
+        ("AISCAN_URL_TIMEOUT", "1e300", "must be at most"),
+        ("AISCAN_BATCH_SIZE", str(10**12), "must be at most 4096"),
+        ("AISCAN_CHUNK_SIZE", "100001", "must be at most 100000"),
+        ("AISCAN_VISIBILITY_TIMEOUT", "inf", "is not an integer"),
         ("AISCAN_URL_TIMEOUT", "soon", "is not a number"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"{name}=.*{message}"):
         Settings.from_env({name: value})
+
+
+@pytest.mark.parametrize("value", ["http://[bad", "ftp://host", "http://h:port", "host:9000", "http://"])
+def test_a_bad_s3_endpoint_is_refused_at_start_up(value: str) -> None:
+    with pytest.raises(ConfigError, match="AISCAN_S3_ENDPOINT_URL"):
+        Settings.from_env({"AISCAN_S3_ENDPOINT_URL": value})
+
+
+def test_a_good_s3_endpoint_is_kept() -> None:
+    s = Settings.from_env({"AISCAN_S3_ENDPOINT_URL": "http://127.0.0.1:9000"})
+    assert s.s3_endpoint_url == "http://127.0.0.1:9000"

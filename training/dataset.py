@@ -6,12 +6,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from aiscan.model.decode import decode_full, decode_image
 from aiscan.model.errors import DecodeError, ModelError
 from aiscan.model.formats import IMAGE_EXTENSIONS
+from aiscan.model.framework import keras
 from aiscan.model.views import random_crop
 from aiscan.training.augment import Augment
 

@@ -16,13 +16,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from aiscan.model.classifier import ImageClassifier
 from aiscan.model.detector import build_detector
 from aiscan.model.device import accelerator_present
 from aiscan.model.errors import ModelError
+from aiscan.model.framework import keras
 from aiscan.model.metadata import ArtifactMeta, PreprocessSpec
 from aiscan.model.runner import Runner
 from aiscan.model.thresholds import Thresholds

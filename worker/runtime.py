@@ -23,7 +23,7 @@ def pin_gpu(process_index: int, gpus: int) -> None:
 
 def enable_memory_growth() -> None:
     """Let TensorFlow allocate GPU memory as needed instead of all of it at start."""
-    import keras
+    from aiscan.model.framework import keras
 
     if keras.backend.backend() != "tensorflow":
         return

@@ -12,6 +12,10 @@ from aiscan.model.errors import ErrorKind
 INVALID_PREFIX = "invalid-url:"
 
 _CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+# A URL inside free text (a log line, an error message): its userinfo and its query string.
+_EMBEDDED_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@'\"<>]*@")
+_EMBEDDED_QUERY = re.compile(r"(?i)\b(https?://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
+QUERY_MARK = "?<query redacted>"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -26,6 +30,14 @@ def has_credentials(url: str) -> bool:
 def redact_url(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``***@``: safe for refs, messages and logs."""
     return _CREDENTIALS.sub(r"\1***@", url)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL's ``user:password@`` and query string (presigned signatures, tokens)
+    hidden: what a log line may show. A ref itself keeps its query, which fetching it needs."""
+    if "://" not in text:
+        return text
+    return _EMBEDDED_QUERY.sub(lambda m: m.group(1) + QUERY_MARK, _EMBEDDED_CREDENTIALS.sub(r"\1***@", text))
 
 
 def not_http(url: str) -> FetchError:

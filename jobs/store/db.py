@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,8 +15,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from alembic.util import CommandError
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,12 +82,54 @@ def head_revision() -> str:
     return head
 
 
+# pg_advisory_xact_lock key of schema migrations: any constant shared by every aiscan process.
+MIGRATION_LOCK_KEY = 0x61697363616E  # "aiscan"
+SUPPORTED = "sqlite:///PATH or postgresql+psycopg://USER@HOST/DB"
+
+
+def _parse_url(url: str) -> URL:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        raise DatabaseError(f"AISCAN_DATABASE_URL is not a database URL: give {SUPPORTED}") from None
+
+
+def _sqlite_file(parsed: URL) -> Path | None:
+    """The file of an SQLite URL; None for an in-memory database."""
+    if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+        return Path(parsed.database)
+    return None
+
+
 def make_engine(url: str) -> Engine:
-    """An engine with the per-backend settings aiscan relies on (SQLite: WAL, busy timeout, FKs)."""
-    parsed = make_url(url)
+    """An engine with the per-backend settings aiscan relies on (SQLite: WAL, busy timeout, FKs).
+
+    A URL aiscan cannot use (malformed, unknown backend or driver, a directory it cannot create)
+    raises DatabaseError.
+    """
+    parsed = _parse_url(url)
+    safe_url = parsed.render_as_string(hide_password=True)
+    try:
+        return _make_engine(url, parsed)
+    except (NoSuchModuleError, ImportError):
+        raise DatabaseError(
+            f"the database URL {safe_url} names a backend or driver aiscan cannot load: give {SUPPORTED}"
+        ) from None
+    except ArgumentError as exc:
+        raise DatabaseError(f"the database URL {safe_url} cannot be used: {exc}") from None
+
+
+def _make_engine(url: str, parsed: URL) -> Engine:
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = _sqlite_file(parsed)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"cannot create the directory of the SQLite database {path} ({exc.strerror}): "
+                    "set AISCAN_HOME or AISCAN_DATABASE_URL to a writable place"
+                ) from None
         engine = create_engine(url, connect_args={"timeout": 60})
 
         @event.listens_for(engine, "connect")
@@ -98,12 +150,60 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+@contextmanager
+def migration_lock(engine: Engine) -> Iterator[Connection | None]:
+    """Hold the schema-migration lock: one process creates or upgrades a schema, the others wait.
+
+    SQLite: an exclusive flock on DATABASE.lock beside the file (the database's own locks do not
+    cover Alembic's read-then-create). PostgreSQL: a transaction-level advisory lock, on the
+    connection yielded, which the migration must then use. Other backends: no lock, None.
+    """
+    backend = engine.url.get_backend_name()
+    if backend == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            yield conn
+        return
+    path = _sqlite_file(engine.url) if backend == "sqlite" else None
+    if path is None:
+        yield None
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield None
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run Alembic migrations up to ``revision`` on ``engine``."""
-    cfg = _alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    """Run Alembic migrations up to ``revision`` on ``engine``, under the migration lock."""
+    safe_url = engine.url.render_as_string(hide_password=True)
+    try:
+        with migration_lock(engine) as locked:
+            if locked is not None:
+                _run_upgrade(locked, revision)
+            else:
+                with engine.begin() as conn:
+                    _run_upgrade(conn, revision)
+    except CommandError as exc:
+        raise DatabaseError(f"cannot migrate the database {safe_url} to {revision!r}: {exc}") from None
+    except OSError as exc:
+        raise DatabaseError(f"cannot lock the database {safe_url} to migrate it: {exc}") from None
+    except SQLAlchemyError as exc:
+        error = DatabaseUnavailable if is_transient(exc) else DatabaseError
+        raise error(f"cannot migrate the database {safe_url}: {_reason(exc)}") from None
+
+
+def _run_upgrade(conn: Connection, revision: str) -> None:
+    cfg = _alembic_config(conn.engine.url.render_as_string(hide_password=False))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, revision)
+
+
+def _reason(exc: SQLAlchemyError) -> str:
+    """The driver's own message when there is one: SQLAlchemy's wrapper adds SQL and a docs link."""
+    return str(getattr(exc, "orig", None) or exc)
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
@@ -126,13 +226,15 @@ class Database:
         safe_url = self.engine.url.render_as_string(hide_password=True)
         try:
             revision = current_revision(self.engine)
-        except OperationalError as exc:
+        except SQLAlchemyError as exc:
             # A server that is down now (or restarting) is worth retrying; one that refuses us is not.
             error = DatabaseUnavailable if is_transient(exc) else DatabaseError
-            raise error(f"cannot connect to the database {safe_url}: {exc.orig}") from None
+            raise error(f"cannot connect to the database {safe_url}: {_reason(exc)}") from None
         if revision == head_revision():
             return
         if auto_upgrade:
+            # Another process may be creating the schema right now: upgrade() waits for its lock
+            # and then finds the schema at head, which Alembic leaves as it is.
             upgrade(self.engine)
             return
         raise DatabaseError(
@@ -154,5 +256,5 @@ class Database:
 def open_database(url: str, *, auto_upgrade: bool | None = None) -> Database:
     """This process's Database for ``url``; embedded SQLite is migrated on first use."""
     if auto_upgrade is None:
-        auto_upgrade = make_url(url).get_backend_name() == "sqlite"
+        auto_upgrade = _parse_url(url).get_backend_name() == "sqlite"
     return Database(url, auto_upgrade=auto_upgrade)
