@@ -6,7 +6,6 @@ The scheduling (read-ahead, decode pool, full batches) is `model.batching`'s; wh
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator
@@ -21,6 +20,7 @@ from aiscan.jobs.errors import FetchError, TransientFetchError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch
 from aiscan.jobs.sources.http import FETCH_TIME_FACTOR
+from aiscan.jobs.sources.urltext import redact_text
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import ResultRow
 from aiscan.jobs.store.operations import known_scores
@@ -29,8 +29,6 @@ from aiscan.model.batching import read_ahead, read_window, score_batches
 from aiscan.model.errors import ErrorKind
 
 T = TypeVar("T")
-# scheme://, then userinfo@ (dropped), the rest up to a query or fragment (dropped)
-_URL_SECRETS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s@]*@)?([^?#\s]*)(?:[?#]\S*)?")
 _MAX_MESSAGE = 500
 # what a chunk cut short by its deadline keeps for scoring the images in flight and committing
 _COMMIT_MARGIN = 60.0
@@ -167,9 +165,8 @@ def _decode(classifier: Classifier, item: _Fetched) -> np.ndarray | None:
 
 
 def internal_error(exc: BaseException) -> str:
-    """An unexpected exception as a row's message: its type and text, without URL queries or userinfo."""
-    text = _URL_SECRETS.sub(r"\1\3", str(exc))
-    return f"{type(exc).__name__}: {text}"[:_MAX_MESSAGE]
+    """An unexpected exception as a row's message: its type and text, URL queries and userinfo hidden."""
+    return f"{type(exc).__name__}: {redact_text(str(exc))}"[:_MAX_MESSAGE]
 
 
 def _reuse_known(db: Database, items: Iterable[_Fetched], model_id: int, window: int) -> Iterator[_Fetched]:

@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,40 @@ def invoke(aiscan_home: Path) -> Callable[..., str]:
         return result.output
 
     return run
+
+
+@pytest.fixture
+def url_env() -> dict[str, str]:
+    """Settings the `home` fixture sets on top of loopback URLs; a test module may override it."""
+    return {"AISCAN_URL_RETRIES": "0"}
+
+
+@pytest.fixture
+def home(
+    aiscan_home: Path,
+    invoke: Callable[..., str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    url_env: dict[str, str],
+) -> Path:
+    """Embedded defaults with loopback URLs allowed and a tiny imported model as the default."""
+    from tinymodels import save_tiny_classifier
+
+    from aiscan.jobs.settings import get_settings
+
+    monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
+    for name, value in url_env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    save_tiny_classifier(tmp_path / "m.keras", 40, seed=4)
+    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
+    return aiscan_home
+
+
+@pytest.fixture
+def http() -> Iterator[Any]:
+    """A loopback HTTP server whose routes a test adds (``netservers.FaultyHTTPServer``)."""
+    import netservers
+
+    with netservers.FaultyHTTPServer() as srv:
+        yield srv

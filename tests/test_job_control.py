@@ -3,46 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import netservers
 import pytest
 from images import jpeg_bytes
+from results import job_rows
 from sqlalchemy import select
-from tinymodels import save_tiny_classifier
 
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import open_database
-from aiscan.jobs.store.models import Chunk, Job, Result
+from aiscan.jobs.store.models import Chunk, Job
 from aiscan.jobs.submit import cancel_job, create_job
 from aiscan.training.synth import write_archive
-
-
-@pytest.fixture
-def home(
-    aiscan_home: Path, invoke: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """Embedded defaults with loopback URLs allowed and a tiny imported model as the default."""
-    monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
-    monkeypatch.setenv("AISCAN_URL_RETRIES", "0")
-    get_settings.cache_clear()
-    save_tiny_classifier(tmp_path / "m.keras", 40, seed=4)
-    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
-    return aiscan_home
-
-
-@pytest.fixture
-def http() -> Iterator[netservers.FaultyHTTPServer]:
-    with netservers.FaultyHTTPServer() as srv:
-        yield srv
-
-
-def _rows(job_id: int) -> dict[str, Result]:
-    with open_database(get_settings().database_url).session() as s:
-        rows = {r.image_uri: r for r in s.scalars(select(Result).where(Result.job_id == job_id))}
-        s.expunge_all()
-    return rows
 
 
 def test_retry_errors_runs_failed_images_again(
@@ -56,12 +29,12 @@ def test_retry_errors_runs_failed_images_again(
     summary = json.loads(invoke("scan", str(urls), "--json", "--chunk-size", "2"))
     job_id = summary["job_id"]
     assert summary["counts"]["errors"] == 1
-    assert _rows(job_id)[http.url("/late.jpg")].error_kind == "http_error"
+    assert job_rows(job_id)[http.url("/late.jpg")].error_kind == "http_error"
 
     http.add("/late.jpg", body=jpeg_bytes(9, (80, 60)))  # the server has recovered
     out = invoke("jobs", "retry", str(job_id), "--errors")
     assert "1 images run again" in out
-    rows = _rows(job_id)
+    rows = job_rows(job_id)
     assert len(rows) == 4
     assert rows[http.url("/late.jpg")].error_kind is None and rows[http.url("/late.jpg")].p_real is not None
     assert json.loads(invoke("jobs", "show", str(job_id), "--json"))["status"] == "done"
@@ -84,7 +57,7 @@ def test_cancelled_job_runs_no_more_chunks(home: Path, tmp_path: Path, invoke: C
     queue.run_next(ctx)
     assert cancel_job(db, job_id) == "cancelled"
     run_queue(settings, queue, job_id, batch_size=4, show_progress=False)
-    assert len(_rows(job_id)) == 2
+    assert len(job_rows(job_id)) == 2
     with db.session() as s:
         assert s.get(Job, job_id).status == "cancelled"
         assert len(list(s.scalars(select(Chunk).where(Chunk.job_id == job_id)))) == 4
@@ -115,8 +88,8 @@ def test_skip_known_reuses_results_of_the_same_content(
     monkeypatch.setattr(runner.Runner, "predict", counting)
     second = json.loads(invoke("scan", str(copy), "--json", "--skip-known"))
     assert calls == [1], "only the one new image may reach the model"
-    old = {r.sha256: r for r in _rows(first["job_id"]).values()}
-    new = _rows(second["job_id"])
+    old = {r.sha256: r for r in job_rows(first["job_id"]).values()}
+    new = job_rows(second["job_id"])
     assert len(new) == 8
     for row in new.values():
         if row.sha256 in old and old[row.sha256].p_real is not None:
@@ -146,8 +119,8 @@ def test_deliveries_that_died_fail_a_chunk_but_retries_do_not(home: Path, tmp_pa
 
     classify_chunk(ctx, *chunks["died"], retries=0)
     classify_chunk(ctx, *chunks["retried"], retries=4)  # the four were retries after transient faults
-    died = _rows(chunks["died"][0]).values()
+    died = job_rows(chunks["died"][0]).values()
     assert len(died) == 4 and {r.error_kind for r in died} == {"worker_lost"}
     assert {r.error for r in died} == {"the chunk was started 4 times and never finished"}
-    retried = _rows(chunks["retried"][0]).values()
+    retried = job_rows(chunks["retried"][0]).values()
     assert len(retried) == 4 and all(r.error_kind is None and r.p_real is not None for r in retried)

@@ -4,45 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import netservers
 import pytest
 from images import jpeg_bytes
+from results import job_rows
 from sqlalchemy import select
-from tinymodels import save_tiny_classifier
 
 from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import open_database
-from aiscan.jobs.store.models import Chunk, Result
+from aiscan.jobs.store.models import Chunk
 from aiscan.jobs.store.refs import decode_ref
-
-
-@pytest.fixture
-def home(
-    aiscan_home: Path, invoke: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """Embedded defaults with loopback URLs allowed and a tiny imported model as the default."""
-    monkeypatch.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
-    monkeypatch.setenv("AISCAN_URL_RETRIES", "0")
-    get_settings.cache_clear()
-    save_tiny_classifier(tmp_path / "m.keras", 40, seed=4)
-    invoke("model", "import", str(tmp_path / "m.keras"), "--name", "tiny")
-    return aiscan_home
-
-
-@pytest.fixture
-def http() -> Iterator[netservers.FaultyHTTPServer]:
-    with netservers.FaultyHTTPServer() as srv:
-        yield srv
-
-
-def _rows(job_id: int) -> dict[str, Result]:
-    with open_database(get_settings().database_url).session() as s:
-        rows = {r.image_uri: r for r in s.scalars(select(Result).where(Result.job_id == job_id))}
-        s.expunge_all()
-    return rows
 
 
 def test_a_file_name_that_is_not_utf8_is_scanned_and_retried(
@@ -58,7 +31,7 @@ def test_a_file_name_that_is_not_utf8_is_scanned_and_retried(
     summary = json.loads(invoke("scan", str(images), "--json"))
     job_id = summary["job_id"]
     assert summary["status"] == "done" and summary["counts"]["done"] == summary["counts"]["total"] == 2
-    rows = _rows(job_id)
+    rows = job_rows(job_id)
     shown = f"{images}/caf\\xe9.jpg"
     assert set(rows) == {str(images / "plain.jpg"), shown}
     failed = rows[shown]
@@ -68,7 +41,7 @@ def test_a_file_name_that_is_not_utf8_is_scanned_and_retried(
     with open(odd, "wb") as fh:
         fh.write(jpeg_bytes(2, (80, 60)))
     assert "1 images run again" in invoke("jobs", "retry", str(job_id), "--errors")
-    rows = _rows(job_id)
+    rows = job_rows(job_id)
     assert len(rows) == 2
     scored = rows[shown]
     assert scored.error_kind is None and scored.p_real is not None and scored.width == 80
@@ -91,7 +64,7 @@ def test_repeated_urls_count_as_duplicates(
     assert summary["status"] == "done"
     assert summary["counts"]["total"] == summary["counts"]["done"] == 7
     assert summary["duplicates"] == 3
-    assert len(_rows(summary["job_id"])) == 4
+    assert len(job_rows(summary["job_id"])) == 4
 
     # A retry of the one failed URL, in a job whose chunks are many: its row is no duplicate.
     http.add("/gone.jpg", body=jpeg_bytes(7, (80, 60)))
@@ -113,7 +86,7 @@ def test_retry_errors_of_a_job_of_one_chunk(
     assert summary["counts"]["errors"] == 1
     http.add("/late.jpg", body=jpeg_bytes(2, (80, 60)))
     assert "1 images run again" in invoke("jobs", "retry", str(job_id), "--errors")
-    rows = _rows(job_id)
+    rows = job_rows(job_id)
     assert len(rows) == 2 and all(r.error_kind is None for r in rows.values())
     with open_database(get_settings().database_url).session() as s:
         assert sorted(s.scalars(select(Chunk.seq).where(Chunk.job_id == job_id))) == [0, 1]

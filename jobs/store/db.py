@@ -130,7 +130,7 @@ def _make_engine(url: str, parsed: URL) -> Engine:
                     f"cannot create the directory of the SQLite database {path} ({exc.strerror}): "
                     "set AISCAN_HOME or AISCAN_DATABASE_URL to a writable place"
                 ) from None
-        engine = create_engine(url, connect_args={"timeout": 60})
+        engine = create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -142,7 +142,9 @@ def _make_engine(url: str, parsed: URL) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # hide_parameters: a refused statement's message must not carry refs (presigned signatures) into
+    # rows or logs.
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def current_revision(engine: Engine) -> str | None:
