@@ -137,8 +137,11 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
     if summary["error_kinds"]:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary["error_kinds"].items()))
         console.print(f"errors by kind: {kinds}")
+    if summary["duplicates"]:
+        console.print(f"duplicates: {summary['duplicates']} refs repeated in the sources share one row")
     if summary["skipped_files"]:
-        console.print(f"skipped {summary['skipped_files']} non-image files")
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted((summary["skip_reasons"] or {}).items()))
+        console.print(f"skipped {summary['skipped_files']} entries" + (f" ({reasons})" if reasons else ""))
     if summary["error"]:
         console.print(f"[red]job error:[/red] {summary['error']}")
     if summary["images_per_second"]:

@@ -50,6 +50,8 @@ def follow_job(
                 completed=done, total=total if planned else None, description=f"job {job_id}: {status}"
             )
             if status in JobStatus.FINISHED:
+                if status == JobStatus.DONE:
+                    bar.update(completed=total)  # repeated refs share a row: done counts them too
                 return status
             now = time.monotonic()
             if (done, status, total) != seen:
