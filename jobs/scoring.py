@@ -32,6 +32,7 @@ T = TypeVar("T")
 _MAX_MESSAGE = 500
 # what a chunk cut short by its deadline keeps for scoring the images in flight and committing
 _COMMIT_MARGIN = 60.0
+_STUCK_READ = "reading the image did not finish in time (a stalled file system or storage)"
 _CHUNK_TIMEOUT = (
     "the chunk reached its time limit (AISCAN_TASK_SOFT_TIME_LIMIT) before this image; "
     "`aiscan jobs retry JOB --errors` runs it again"
@@ -55,17 +56,23 @@ def score_refs(
     With ``reuse_from`` (a model id), images whose content that model already scored reuse the result.
     Once ``ctx.deadline`` passes no fetch or decode starts: the refs not handled by then are `timeout` rows.
     """
-    fetch_one = partial(_fetch, ctx.settings)
-    workers = ctx.settings.fetch_concurrency
     window = read_window(classifier)
     started = _before(ctx, refs)
+    reads_ahead = partial(
+        read_ahead,
+        partial(_fetch, ctx.settings),
+        started,
+        workers=ctx.settings.fetch_concurrency,
+        wait=fetch_wait(ctx.settings),
+        on_stuck=_stuck,
+    )
     if reuse_from is None:
-        reads = read_ahead(fetch_one, started, workers=workers, window=window)
+        reads = reads_ahead(window=window)
         fetched: Iterator[_Fetched] = reads
     else:
         # Known content is looked up one batch at a time, so the bytes held stay within the read window.
         lookup = classifier.batch_size
-        reads = read_ahead(fetch_one, started, workers=workers, window=max(lookup, window - lookup))
+        reads = reads_ahead(window=max(lookup, window - lookup))
         fetched = _reuse_known(ctx.db, reads, reuse_from, lookup)
     rows = []
     try:
@@ -109,6 +116,18 @@ def _timed_out(refs: list[str], rows: list[ResultRow], ctx: TaskContext) -> list
     if missing:
         ctx.on_progress(len(missing))
     return missing
+
+
+def fetch_wait(settings: Settings) -> float:
+    """How long a chunk waits for one image's bytes once it needs them: a whole URL fetch, its last
+    read, and one more URL timeout. Fetches end on their own deadline; this bounds reads that no
+    deadline can interrupt (a stalled network file system)."""
+    return settings.url_timeout * (FETCH_TIME_FACTOR + 2)
+
+
+def _stuck(ref: str) -> _Fetched:
+    row = ResultRow(ref, error_kind=ErrorKind.TIMEOUT, error=_STUCK_READ)
+    return _Fetched(row, None)
 
 
 def task_deadline(settings: Settings) -> float:

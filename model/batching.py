@@ -10,6 +10,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from functools import cache
 from itertools import islice
@@ -111,21 +112,40 @@ def read_window(model: BatchModel) -> int:
     return model.batch_size * (2 + model.prefetch_batches)
 
 
-def read_ahead(read: Callable[[S], T], items: Iterable[S], *, workers: int, window: int) -> Iterator[T]:
-    """``read`` over ``items`` in order, with up to ``window`` calls running ahead in ``workers`` threads."""
+def read_ahead(
+    read: Callable[[S], T],
+    items: Iterable[S],
+    *,
+    workers: int,
+    window: int,
+    wait: float | None = None,
+    on_stuck: Callable[[S], T] | None = None,
+) -> Iterator[T]:
+    """``read`` over ``items`` in order, with up to ``window`` calls running ahead in ``workers`` threads.
+
+    With ``wait``, a read not done ``wait`` seconds after it is due yields ``on_stuck(item)`` instead.
+    """
     it = iter(items)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aiscan-read") as pool:
-        queue: deque[Future[T]] = deque(pool.submit(read, item) for item in islice(it, window))
-        try:
-            while queue:
-                done = queue.popleft()
-                for item in islice(it, 1):
-                    queue.append(pool.submit(read, item))
-                yield done.result()
-        finally:
-            # A failed read or a caller that stopped early need no reads that have not started.
-            for future in queue:
-                future.cancel()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aiscan-read")
+    queue: deque[tuple[S, Future[T]]] = deque((item, pool.submit(read, item)) for item in islice(it, window))
+    try:
+        while queue:
+            item, done = queue.popleft()
+            for later in islice(it, 1):
+                queue.append((later, pool.submit(read, later)))
+            try:
+                result = done.result(timeout=wait)
+            except FutureTimeout:
+                if on_stuck is None:
+                    raise
+                # A read blocked in the kernel (a stalled network file system) cannot be interrupted:
+                # its thread is left behind and the image gets its own row.
+                result = on_stuck(item)
+            yield result
+    finally:
+        # A failed read or a caller that stopped early need no reads that have not started, and a
+        # stuck one must not hold the chunk.
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def score_batches(

@@ -232,3 +232,19 @@ def test_score_batches_decodes_small_images_together_and_big_ones_in_turn(monkey
 def test_the_budget_is_shared_by_the_process() -> None:
     assert shared_budget(123) is shared_budget(123)
     assert shared_budget(123) is not shared_budget(124)
+
+
+def test_a_read_stuck_past_its_wait_costs_only_its_item() -> None:
+    release = threading.Event()
+
+    def read(i: int) -> str:
+        if i == 1:
+            release.wait()  # a read blocked in the kernel: nothing but its own end frees it
+        return f"read {i}"
+
+    try:
+        got = list(read_ahead(read, range(4), workers=2, window=3, wait=0.2, on_stuck=lambda i: f"stuck {i}"))
+        assert got == ["read 0", "stuck 1", "read 2", "read 3"]
+        assert not release.is_set()  # the generator ended while the read was still blocked
+    finally:
+        release.set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,3 +157,27 @@ def test_skip_known_looks_up_one_batch_at_a_time(
     assert sum(lookups) == 20 and max(lookups) <= 4  # never the whole chunk's content at once
     old = {r.sha256: r.p_real for r in job_rows(first["job_id"]).values()}
     assert {r.sha256: r.p_real for r in job_rows(second["job_id"]).values()} == old
+
+
+def test_a_read_that_never_returns_becomes_a_timeout_row(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, invoke: Callable[..., str]
+) -> None:
+    write_archive(tmp_path / "a", 3, 3, n_corrupt=0, n_non_images=0, seed=8)
+    stalled = sorted(str(p) for p in (tmp_path / "a").rglob("*.*"))[2]
+    release = threading.Event()
+    real_fetch = scoring.fetch
+
+    def fetch_on_a_stalled_mount(ref: str, settings: object) -> object:
+        if ref == stalled:
+            release.wait()  # as open() on a hung NFS server: no deadline reaches into the kernel
+        return real_fetch(ref, settings)
+
+    monkeypatch.setattr(scoring, "fetch", fetch_on_a_stalled_mount)
+    try:
+        summary = json.loads(invoke("scan", str(tmp_path / "a"), "--json"))
+    finally:
+        release.set()
+    assert summary["status"] == "done" and summary["counts"]["done"] == 6
+    rows = job_rows(summary["job_id"])
+    assert rows[stalled].error_kind == "timeout" and "stalled" in rows[stalled].error
+    assert all(r.p_real is not None for uri, r in rows.items() if uri != stalled)
