@@ -141,7 +141,9 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
         console.print(f"duplicates: {summary['duplicates']} refs repeated in the sources share one row")
     if summary["skipped_files"]:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted((summary["skip_reasons"] or {}).items()))
-        console.print(f"skipped {summary['skipped_files']} entries" + (f" ({reasons})" if reasons else ""))
+        n = summary["skipped_files"]
+        noun = "entry" if n == 1 else "entries"
+        console.print(f"skipped {n} {noun}" + (f" ({reasons})" if reasons else ""))
     if summary["error"]:
         console.print(f"[red]job error:[/red] {summary['error']}")
     if summary["images_per_second"]:
