@@ -36,7 +36,7 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
     plan = start_planning(ctx.db, job_id)
     if plan is None:
         return
-    total = skipped = seq = 0
+    total = seq = 0
     skip_reasons: Counter[str] = Counter()
     try:
         for spec in plan.sources:
@@ -48,14 +48,13 @@ def plan_job(ctx: TaskContext, job_id: int) -> None:
                     return
                 ctx.send(CLASSIFY_CHUNK, job_id, chunk_id)
                 seq += 1
-            skipped += source.skipped
             skip_reasons.update(source.skip_reasons)
     except TransientFetchError:
         raise
     except AiscanError as exc:
         mark_job(ctx.db, job_id, JobStatus.FAILED, error=str(exc))
         return
-    end_planning(ctx.db, job_id, total=total, skipped=skipped, skip_reasons=dict(skip_reasons))
+    end_planning(ctx.db, job_id, total=total, skip_reasons=skip_reasons)
     _finish_if_complete(ctx, job_id)
 
 

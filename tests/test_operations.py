@@ -73,7 +73,7 @@ def test_a_job_from_planning_to_done(db: Database) -> None:
     assert add_chunk(db, job_id, 0, ["/a", "/b"], refs_so_far=2) == first
     assert first is not None and second is not None and first != second
     assert not ready_to_finish(db, job_id), "not planned yet"
-    end_planning(db, job_id, total=3, skipped=1)
+    end_planning(db, job_id, total=3, skip_reasons={"not_an_image": 1})
     assert _status(db, job_id) == ("running", None, False)
     assert start_planning(db, job_id) is None, "a planned job is not planned again"
 

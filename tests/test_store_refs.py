@@ -110,7 +110,7 @@ def test_unstorable_refs_are_stored_shown_and_recovered(db: Database) -> None:
     assert start_planning(db, job_id) is not None
     chunk_id = add_chunk(db, job_id, 0, refs, refs_so_far=4)
     assert chunk_id is not None
-    end_planning(db, job_id, total=4, skipped=0)
+    end_planning(db, job_id, total=4, skip_reasons={})
     claim = claim_chunk(db, job_id, chunk_id, "w@host")
     assert claim is not None and claim.refs == refs, "a worker gets the exact refs back"
 
@@ -182,7 +182,7 @@ def test_duplicates_are_counted_so_done_equals_total(db: Database) -> None:
     first = add_chunk(db, job_id, 0, ["/a", "/b", "/a"], refs_so_far=3)
     second = add_chunk(db, job_id, 1, ["/a", "/c"], refs_so_far=5)
     assert first is not None and second is not None
-    end_planning(db, job_id, total=5, skipped=2, skip_reasons={"not_an_image": 1, "symlink_loop": 1})
+    end_planning(db, job_id, total=5, skip_reasons={"not_an_image": 1, "symlink_loop": 1})
     commit_chunk(
         db, job_id, first, model_id, [_scored("/a"), ResultRow("/b", error_kind="missing"), _scored("/a")]
     )
@@ -211,7 +211,7 @@ def test_retry_errors_of_a_job_of_one_chunk(db: Database) -> None:
     start_planning(db, job_id)
     chunk_id = add_chunk(db, job_id, 0, ["/a", "/b"], refs_so_far=2)
     assert chunk_id is not None
-    end_planning(db, job_id, total=2, skipped=0)
+    end_planning(db, job_id, total=2, skip_reasons={})
     commit_chunk(db, job_id, chunk_id, model_id, [_scored("/a"), ResultRow("/b", error_kind="timeout")])
     mark_job(db, job_id, JobStatus.DONE)
     reopened = reopen_job(db, job_id, errors=True)

@@ -70,16 +70,14 @@ def add_chunk(db: Database, job_id: int, seq: int, refs: list[str], *, refs_so_f
         return chunk_id
 
 
-def end_planning(
-    db: Database, job_id: int, *, total: int, skipped: int, skip_reasons: Mapping[str, int] | None = None
-) -> None:
-    """Record a planned job's counts (and why entries were skipped) and mark it ``running``, unless it
-    finished meanwhile."""
+def end_planning(db: Database, job_id: int, *, total: int, skip_reasons: Mapping[str, int]) -> None:
+    """Record a planned job's counts (skipped entries by reason, and their total) and mark it
+    ``running``, unless it finished meanwhile."""
     with db.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             return
-        job.total, job.skipped, job.planned = total, skipped, True
+        job.total, job.skipped, job.planned = total, sum(skip_reasons.values()), True
         job.skip_reasons = (
             {storable_text(k, 200): int(v) for k, v in skip_reasons.items()} if skip_reasons else None
         )
