@@ -19,7 +19,7 @@ import numpy as np
 from aiscan.jobs.errors import FetchError, TransientFetchError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch
-from aiscan.jobs.sources.http import FETCH_TIME_FACTOR
+from aiscan.jobs.sources.deadline import longest_fetch
 from aiscan.jobs.sources.urltext import redact_text
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import ResultRow
@@ -122,7 +122,7 @@ def fetch_wait(settings: Settings) -> float:
     """How long a chunk waits for one image's bytes once it needs them: a whole URL fetch, its last
     read, and one more URL timeout. Fetches end on their own deadline; this bounds reads that no
     deadline can interrupt (a stalled network file system)."""
-    return settings.url_timeout * (FETCH_TIME_FACTOR + 2)
+    return longest_fetch(settings) + settings.url_timeout
 
 
 def _stuck(ref: str) -> _Fetched:
@@ -134,7 +134,7 @@ def task_deadline(settings: Settings) -> float:
     """When a worker's chunk stops starting images: the soft time limit, less what the images in flight
     may still take (a whole fetch, then decoding and scoring) and the commit."""
     limit = settings.task_soft_time_limit
-    margin = min(limit / 2, settings.url_timeout * (FETCH_TIME_FACTOR + 1) + _COMMIT_MARGIN)
+    margin = min(limit / 2, longest_fetch(settings) + _COMMIT_MARGIN)
     return time.monotonic() + limit - margin
 
 

@@ -24,6 +24,7 @@ from aiscan.jobs.sources import netguard
 from aiscan.jobs.sources.base import Fetched
 from aiscan.jobs.sources.capped import read_capped
 from aiscan.jobs.sources.clients import process_client
+from aiscan.jobs.sources.deadline import fetch_deadline, time_left
 from aiscan.jobs.sources.urltext import has_credentials, is_http_url, not_http
 from aiscan.model.errors import ErrorKind
 
@@ -32,10 +33,6 @@ _REFUSED_TYPES = frozenset({"application/json", "application/xhtml+xml"})
 _BACKOFF_BASE = 0.2
 _BACKOFF_CAP = 5.0
 _RETRY_AFTER_CAP = 5.0
-# A whole fetch (every hop, attempt and backoff) ends within this many AISCAN_URL_TIMEOUTs, plus at
-# most one read timeout for the read in progress when the deadline passes: read timeouts bound each
-# network read, not a server that trickles bytes forever.
-FETCH_TIME_FACTOR = 10
 _HOST = re.compile(r"^[A-Za-z0-9._-]+$")
 # DNS limits: IDNA encoding (getaddrinfo) raises UnicodeError past them
 _MAX_LABEL, _MAX_HOST = 63, 253
@@ -124,23 +121,13 @@ def _retry_after(headers: httpx.Headers) -> float | None:
     return min(max(seconds, 0.0), _RETRY_AFTER_CAP)
 
 
-def _timed_out(settings: Settings) -> FetchError:
-    total = settings.url_timeout * FETCH_TIME_FACTOR
-    return FetchError(ErrorKind.TIMEOUT, f"no complete answer within {total:g} s")
-
-
-def _left(deadline: float, settings: Settings) -> float:
-    """Seconds left before ``deadline``, or FetchError(timeout) when none are."""
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise _timed_out(settings)
-    return left
+_NO_ANSWER = "no complete answer"
 
 
 def _until(deadline: float, settings: Settings, chunks: Iterator[bytes]) -> Iterator[bytes]:
     # checked after every network read, so a server dripping bytes cannot hold the fetch open
     for chunk in chunks:
-        _left(deadline, settings)
+        time_left(deadline, settings, _NO_ANSWER)
         yield chunk
 
 
@@ -172,7 +159,7 @@ def _request(target: _Target, address: str, settings: Settings, deadline: float)
     # SNI and certificate checks use the real host name even though the socket goes to the IP
     extensions = {"sni_hostname": target.host} if target.https else None
     # no connect or read waits longer than the time left when the request starts (nor one URL timeout)
-    timeout = httpx.Timeout(min(settings.url_timeout, _left(deadline, settings)))
+    timeout = httpx.Timeout(min(settings.url_timeout, time_left(deadline, settings, _NO_ANSWER)))
     url = target.url.copy_with(host=address)
     try:
         with http_client(settings).stream(
@@ -237,7 +224,7 @@ def _get(target: _Target, settings: Settings, deadline: float) -> bytes | _Redir
         except _Retry as exc:
             failure = exc
         except httpx.TimeoutException:
-            _left(deadline, settings)
+            time_left(deadline, settings, _NO_ANSWER)
             failure = _Retry(ErrorKind.TIMEOUT, f"no answer within {settings.url_timeout:g} s")
         except httpx.TransportError as exc:
             if _caused_by(exc, ssl.SSLError):
@@ -262,8 +249,8 @@ def _get(target: _Target, settings: Settings, deadline: float) -> bytes | _Redir
 def fetch_url(url: str, settings: Settings) -> Fetched:
     """The body of an http(s) URL, following redirects by hand so each hop passes the SSRF guard.
 
-    Every hop, attempt and backoff shares one deadline of ``FETCH_TIME_FACTOR`` URL timeouts."""
-    deadline = time.monotonic() + settings.url_timeout * FETCH_TIME_FACTOR
+    Every hop, attempt and backoff shares one deadline (``deadline.FETCH_TIME_FACTOR`` URL timeouts)."""
+    deadline = fetch_deadline(settings)
     current = url
     for hop in range(settings.url_max_redirects + 1):
         try:

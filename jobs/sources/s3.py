@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -31,7 +30,7 @@ from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources.base import Fetched, SkipCounts
 from aiscan.jobs.sources.capped import read_capped
 from aiscan.jobs.sources.clients import process_client
-from aiscan.jobs.sources.http import FETCH_TIME_FACTOR
+from aiscan.jobs.sources.deadline import fetch_deadline, time_left
 from aiscan.jobs.sources.urltext import redact_url
 from aiscan.model.errors import ErrorKind
 from aiscan.model.formats import IMAGE_EXTENSIONS
@@ -41,6 +40,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE_SIZE = 1000
 _BUCKET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")
 _READ_CHUNK = 256 * 1024
+_NOT_ARRIVED = "the S3 object did not arrive"
 # Errors that say "the service is struggling", not "this object is bad": retry the whole task later.
 _BUSY_CODES = frozenset(
     {
@@ -208,17 +208,17 @@ def _object_error(exc: ClientError, settings: Settings) -> Exception:
 
 def fetch_s3(ref: str, settings: Settings) -> Fetched:
     """The bytes of ``s3://bucket/key`` and its ETag (without quotes), within one deadline of
-    ``FETCH_TIME_FACTOR`` URL timeouts for every body read (botocore bounds each request itself)."""
+    ``deadline.FETCH_TIME_FACTOR`` URL timeouts for every body read (botocore bounds each request itself)."""
     bucket, key = parse_s3_uri(ref)
     if not bucket or not key:
         raise FetchError(ErrorKind.BAD_URL, "an S3 ref needs the form s3://bucket/key")
     client = s3_client(settings)
     limit = settings.max_image_bytes
-    deadline = time.monotonic() + settings.url_timeout * FETCH_TIME_FACTOR
+    deadline = fetch_deadline(settings)
     why = ""
     # botocore retries the request itself, not a body that breaks off while streaming: retry that here
     for _ in range(settings.url_retries + 1):
-        _left(deadline, settings)
+        time_left(deadline, settings, _NOT_ARRIVED)
         try:
             resp = client.get_object(Bucket=bucket, Key=key)
         except ClientError as exc:
@@ -246,14 +246,6 @@ def fetch_s3(ref: str, settings: Settings) -> Fetched:
     raise _unavailable(settings, why)
 
 
-def _left(deadline: float, settings: Settings) -> float:
-    left = deadline - time.monotonic()
-    if left <= 0:
-        total = settings.url_timeout * FETCH_TIME_FACTOR
-        raise FetchError(ErrorKind.TIMEOUT, f"the S3 object did not arrive within {total:g} s")
-    return left
-
-
 def _body_reads(body: Any, settings: Settings, deadline: float) -> Iterator[bytes]:
     """The body as each network read brings it; the deadline is checked after every read, so a body
     that trickles in is cut off (botocore's read timeout, one URL timeout, bounds each read)."""
@@ -263,5 +255,5 @@ def _body_reads(body: Any, settings: Settings, deadline: float) -> Iterator[byte
         chunk = raw.read1(_READ_CHUNK)
         if not chunk:
             return
-        _left(deadline, settings)
+        time_left(deadline, settings, _NOT_ARRIVED)
         yield chunk
