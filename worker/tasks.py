@@ -21,7 +21,7 @@ from aiscan.jobs.errors import TransientFetchError
 from aiscan.jobs.recovery import recover_stalled
 from aiscan.jobs.scoring import task_deadline
 from aiscan.jobs.settings import get_settings
-from aiscan.jobs.store.db import DatabaseUnavailable, is_transient, open_database
+from aiscan.jobs.store.db import DatabaseUnavailable, driver_error, is_transient, open_database
 from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.store.operations import mark_job
 from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, RECOVER_STALLED, TaskContext
@@ -44,8 +44,8 @@ def _transient_database_errors() -> Iterator[None]:
         yield
     except (SQLAlchemyError, DatabaseUnavailable) as exc:
         if is_transient(exc):
-            # The driver's own words: SQLAlchemy's text would add the statement's parameters (refs).
-            cause = getattr(exc, "orig", None) or exc
+            # The driver's own words: SQLAlchemy's text would add the statement (and, unhidden, refs).
+            cause = driver_error(exc)
             raise TransientDatabaseError(f"{type(cause).__name__}: {cause}") from exc
         raise
 

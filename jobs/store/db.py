@@ -194,7 +194,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         raise DatabaseError(f"cannot lock the database {safe_url} to migrate it: {exc}") from None
     except SQLAlchemyError as exc:
         error = DatabaseUnavailable if is_transient(exc) else DatabaseError
-        raise error(f"cannot migrate the database {safe_url}: {_reason(exc)}") from None
+        raise error(f"cannot migrate the database {safe_url}: {driver_error(exc)}") from None
 
 
 def _run_upgrade(conn: Connection, revision: str) -> None:
@@ -203,9 +203,10 @@ def _run_upgrade(conn: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
-def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's own message when there is one: SQLAlchemy's wrapper adds SQL and a docs link."""
-    return str(getattr(exc, "orig", None) or exc)
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own exception behind a SQLAlchemy error (``exc`` itself when there is none): its
+    message is the database's words, without the SQL, parameters and docs link SQLAlchemy adds."""
+    return getattr(exc, "orig", None) or exc
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:
@@ -231,7 +232,7 @@ class Database:
         except SQLAlchemyError as exc:
             # A server that is down now (or restarting) is worth retrying; one that refuses us is not.
             error = DatabaseUnavailable if is_transient(exc) else DatabaseError
-            raise error(f"cannot connect to the database {safe_url}: {_reason(exc)}") from None
+            raise error(f"cannot connect to the database {safe_url}: {driver_error(exc)}") from None
         if revision == head_revision():
             return
         if auto_upgrade:

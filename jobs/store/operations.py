@@ -16,7 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from aiscan.jobs.store.db import Database, DatabaseError, is_transient
+from aiscan.jobs.store.db import Database, DatabaseError, driver_error, is_transient
 from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result, ResultRow
 from aiscan.jobs.store.queries import count_open_chunks, get_job, open_chunks
 from aiscan.jobs.store.refs import display_ref, original_ref, storable_text, stored_original, uri_key
@@ -231,7 +231,7 @@ def _mark_done(session: Session, chunk_id: int, stamp: datetime) -> None:
 
 def _refusal(exc: Exception) -> str:
     """Why the database refused a row, named by the error's class and SQLSTATE, never by its values."""
-    orig = getattr(exc, "orig", None) or exc
+    orig = driver_error(exc)
     sqlstate = getattr(orig, "sqlstate", None)
     name = type(orig).__name__ + (f" (SQLSTATE {sqlstate})" if sqlstate else "")
     return f"the database could not store this image's result: {name}"
