@@ -673,6 +673,17 @@ def evaluate(
 # ---------------------------------------------------------------- worker
 
 
+def _broker_settings(purpose: str) -> Settings:
+    """The settings of a command that needs the broker: a missing or unusable URL is one line."""
+    from aiscan.jobs.app import check_broker_url
+
+    settings = get_settings()
+    if not settings.broker_url:
+        raise click.UsageError(f"set AISCAN_BROKER_URL (e.g. redis://host:6379/0) to run {purpose}")
+    check_broker_url(settings.broker_url)
+    return settings
+
+
 @cli.command()
 @click.option(
     "--queues",
@@ -696,13 +707,9 @@ def evaluate(
 @click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
 def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
     """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
-    from aiscan.jobs.app import check_broker_url
     from aiscan.jobs.tasks import QUEUES
 
-    settings = get_settings()
-    if not settings.broker_url:
-        raise click.UsageError("set AISCAN_BROKER_URL (e.g. redis://host:6379/0) to run a worker")
-    check_broker_url(settings.broker_url)
+    _broker_settings("a worker")
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown or not wanted:
@@ -743,9 +750,7 @@ def beat(loglevel: str) -> None:
     no progress for AISCAN_STALL_TIMEOUT (lost in a broker restart, say). Several beats are harmless."""
     from aiscan.jobs.app import make_app
 
-    settings = get_settings()
-    if not settings.broker_url:
-        raise click.UsageError("set AISCAN_BROKER_URL (e.g. redis://host:6379/0) to run beat")
+    settings = _broker_settings("beat")
     # The in-memory scheduler: the one periodic task needs no schedule file, and beats share nothing.
     make_app(settings).Beat(scheduler="celery.beat:Scheduler", loglevel=loglevel).run()
 
