@@ -709,7 +709,10 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
     """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
     from aiscan.jobs.tasks import QUEUES
 
-    _broker_settings("a worker")
+    settings = _broker_settings("a worker")
+    from aiscan.jobs.scoring import trust_anchors
+
+    trust_anchors(settings)  # a bad anchors file stops the worker now, not in every chunk
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown or not wanted:

@@ -137,6 +137,9 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
     if summary["error_kinds"]:
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary["error_kinds"].items()))
         console.print(f"errors by kind: {kinds}")
+    if summary["verdicts"]:
+        verdicts = ", ".join(f"{k}: {v}" for k, v in _verdict_order(summary["verdicts"]))
+        console.print(f"verdicts: {verdicts}")
     if summary["duplicates"]:
         console.print(f"duplicates: {summary['duplicates']} refs repeated in the sources share one row")
     if summary["skipped_files"]:
@@ -151,10 +154,20 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
     console.print(f"job id: {summary['job_id']}  (aiscan report {summary['job_id']} -o FILE)")
 
 
+# Declared provenance first, as reports lead with it; then the model's labels, then errors.
+_VERDICTS = ("ai_declared", "capture_declared", "fake", "uncertain", "real", "error")
+
+
+def _verdict_order(verdicts: Mapping[str, int]) -> list[tuple[str, int]]:
+    rank = {name: i for i, name in enumerate(_VERDICTS)}
+    return sorted(verdicts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
+
 def print_jobs(summaries: list[dict[str, Any]]) -> None:
     """`aiscan jobs list`: one row per job summary."""
     table = Table()
-    for col in ("job", "status", "model", "done", "total", "real", "fake", "uncertain", "errors", "created"):
+    columns = ("job", "status", "model", "done", "total", "ai declared", "real", "fake", "uncertain", "errors")
+    for col in (*columns, "created"):
         table.add_column(col)
     for sm in summaries:
         c = sm["counts"]
@@ -164,6 +177,7 @@ def print_jobs(summaries: list[dict[str, Any]]) -> None:
             str(sm["model"]),
             str(c["done"]),
             str(c["total"]),
+            str(sm["verdicts"].get("ai_declared", 0)),
             str(c["real"]),
             str(c["fake"]),
             str(c["uncertain"]),

@@ -8,6 +8,7 @@ from typing import Any
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.console import progress_bar
 from aiscan.jobs.pipeline import TASKS
+from aiscan.jobs.scoring import trust_anchors
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.store.db import open_database
 from aiscan.jobs.store.models import DetectorModel
@@ -61,6 +62,7 @@ def run_scan(
     skip_known: bool = False,
 ) -> int:
     """Create a job and run all its tasks in this process, with a progress bar; returns the job id."""
+    trust_anchors(settings)  # a bad anchors file stops the scan before its job exists
     db = open_database(settings.database_url)
     job_id = create_job(
         db,

@@ -19,8 +19,13 @@ from aiscan.jobs.store.models import DetectorModel, Result
 
 COLUMNS = (
     "image_uri",
+    "verdict",
     "p_real",
     "label",
+    "provenance",
+    "generator",
+    "source_type",
+    "c2pa_state",
     "sha256",
     "byte_size",
     "width",
@@ -31,6 +36,7 @@ COLUMNS = (
     "tile_p_real",
     "error_kind",
     "error",
+    "evidence",
     "model",
     "classified_at",
 )
@@ -65,6 +71,13 @@ def _text(value: Any) -> Any:
     return value
 
 
+def _cell(value: Any) -> Any:
+    """A CSV cell's value: nested evidence as compact JSON text."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _text(value)
+
+
 def csv_cell(value: Any) -> Any:
     """A CSV cell no spreadsheet runs as a formula: text starting with = + - @ tab or CR gets a leading '.
 
@@ -96,7 +109,7 @@ def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
         writer = SafeCsvWriter(out, COLUMNS)
         writer.writeheader()
         for record in iter_records(session, job_id):
-            writer.writerow({k: _text(v) for k, v in record.items()})
+            writer.writerow({k: _cell(v) for k, v in record.items()})
             count += 1
     elif fmt == "jsonl":
         for record in iter_records(session, job_id):

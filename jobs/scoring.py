@@ -27,6 +27,10 @@ from aiscan.jobs.store.operations import known_scores
 from aiscan.jobs.tasks import Classifier, TaskContext
 from aiscan.model.batching import read_ahead, read_window, score_batches
 from aiscan.model.errors import ErrorKind
+from aiscan.model.provenance.c2pa_read import TrustAnchors
+from aiscan.model.provenance.evidence import verdict
+from aiscan.model.provenance.reader import read_provenance
+from aiscan.model.provenance.vocabulary import Declared
 
 T = TypeVar("T")
 _MAX_MESSAGE = 500
@@ -46,6 +50,8 @@ class _Fetched:
     data: bytes | None
     # Where each view the model scores lies in the image.
     boxes: list[tuple[int, int, int, int]] = field(default_factory=list)
+    # What the image's provenance declares (AI or capture), read with its decode.
+    declared: Declared | None = None
 
 
 def score_refs(
@@ -57,6 +63,7 @@ def score_refs(
     Once ``ctx.deadline`` passes no fetch or decode starts: the refs not handled by then are `timeout` rows.
     """
     window = read_window(classifier)
+    trust = trust_anchors(ctx.settings)
     started = _before(ctx, refs)
     reads_ahead = partial(
         read_ahead,
@@ -78,7 +85,7 @@ def score_refs(
     try:
         for item, scores in score_batches(
             _before(ctx, fetched),
-            partial(_decode, classifier),
+            partial(_decode, classifier, trust),
             classifier,
             on_progress=ctx.on_progress,
         ):
@@ -89,6 +96,8 @@ def score_refs(
                     row = item.row
                     row.p_real = row.label = None
                     row.error_kind, row.error = ErrorKind.INTERNAL, internal_error(exc)
+            if item.row.verdict is None:  # a reused score brings its verdict along
+                item.row.verdict = verdict(item.declared, item.row.label, item.row.error_kind)
             rows.append(item.row)
     finally:
         if isinstance(reads, Generator):
@@ -165,11 +174,32 @@ def _fetch(settings: Settings, ref: str) -> _Fetched:
     return _Fetched(row, fetched.data)
 
 
-def _decode(classifier: Classifier, item: _Fetched) -> np.ndarray | None:
-    """The views of a fetched image (its size and format go on the row), or None; drops the bytes."""
+def trust_anchors(settings: Settings) -> TrustAnchors | None:
+    """The C2PA trust anchors AISCAN_C2PA_TRUST_ANCHORS names (parsed once per process), or None."""
+    path = settings.c2pa_trust_anchors
+    return None if path is None else TrustAnchors.load(path)
+
+
+def _read_provenance(item: _Fetched, data: bytes, trust: TrustAnchors | None) -> None:
+    """The provenance columns of a fetched image, from the bytes already read; never costs the score."""
+    row = item.row
+    try:
+        found = read_provenance(data, trust)
+    except Exception as exc:  # the reader guards each signal; this is for a bug in the guard itself
+        row.evidence = {"errors": [internal_error(exc)]}
+        return
+    row.provenance, row.generator, row.source_type = found.kind, found.generator, found.source_type
+    row.c2pa_state, row.evidence = found.c2pa_state, found.evidence or None
+    item.declared = found.declared
+
+
+def _decode(classifier: Classifier, trust: TrustAnchors | None, item: _Fetched) -> np.ndarray | None:
+    """The views of a fetched image (its size and format go on the row) and its provenance, or None;
+    drops the bytes."""
     data, item.data = item.data, None
     if data is None:
         return None
+    _read_provenance(item, data, trust)
     try:
         decoded = classifier.decode(data)
     except Exception as exc:  # every failure must become a row, never a lost image

@@ -91,6 +91,18 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return nets
 
 
+def _file(env: Mapping[str, str], name: str, what: str) -> Path | None:
+    """A file the setting names, checked now so that a typo fails at start-up and not in every image."""
+    raw = (env.get(PREFIX + name) or "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        problem = "is a directory" if path.is_dir() else "does not exist"
+        raise ConfigError(f"{PREFIX}{name}={raw!r} {problem}: give the path of {what}")
+    return path.resolve()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration; build it with :func:`get_settings` or :meth:`from_env`."""
@@ -123,6 +135,8 @@ class Settings:
     follow_links_outside_root: bool = False
     # Seconds a running job may go without progress before `aiscan beat` sends its tasks again.
     stall_timeout: int = 300
+    # A PEM file of C2PA trust anchors: manifests signed under one of them are `trusted`.
+    c2pa_trust_anchors: Path | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -164,6 +178,7 @@ class Settings:
             worker_gpus=_number(env, "WORKER_GPUS", 0, 0, MAX_GPUS),
             follow_links_outside_root=_flag(env, "FOLLOW_LINKS_OUTSIDE_ROOT"),
             stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1, MAX_SECONDS),
+            c2pa_trust_anchors=_file(env, "C2PA_TRUST_ANCHORS", "a PEM file of C2PA trust anchor certificates"),
         )
 
 

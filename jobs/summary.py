@@ -38,6 +38,8 @@ def _summary(session: Session, job: Job) -> dict[str, Any]:
         "sources": [display_ref(source) for source in job.sources],
         "counts": counts.as_dict(),
         "error_kinds": counts.error_kinds,
+        # What reports lead with: declared provenance first, then the model's label (see the README).
+        "verdicts": counts.verdicts,
         "skipped_files": job.skipped,
         "skip_reasons": dict(job.skip_reasons or {}),
         "duplicates": job.duplicates or 0,

@@ -165,6 +165,13 @@ class Result(Base):
     error_kind: Mapped[str | None] = mapped_column(String(40))
     error: Mapped[str | None] = mapped_column(Text)
     etag: Mapped[str | None] = mapped_column(String(200))
+    # What a report leads with, and what the image declares about its origin (0006; model.provenance).
+    verdict: Mapped[str | None] = mapped_column(String(20))
+    provenance: Mapped[str | None] = mapped_column(String(20))
+    generator: Mapped[str | None] = mapped_column(String(200))
+    source_type: Mapped[str | None] = mapped_column(String(100))
+    c2pa_state: Mapped[str | None] = mapped_column(String(20))
+    evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -189,3 +196,9 @@ class ResultRow:
     error_kind: str | None = None
     error: str | None = None
     etag: str | None = None
+    verdict: str | None = None
+    provenance: str | None = None
+    generator: str | None = None
+    source_type: str | None = None
+    c2pa_state: str | None = None
+    evidence: dict[str, Any] | None = None

@@ -21,6 +21,7 @@ from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, Job
 from aiscan.jobs.store.queries import count_open_chunks, get_job, open_chunks
 from aiscan.jobs.store.refs import display_ref, original_ref, storable_text, stored_original, uri_key
 from aiscan.model.errors import ErrorKind
+from aiscan.model.provenance.evidence import verdict
 
 
 def _now() -> datetime:
@@ -269,7 +270,23 @@ def unscored_refs(db: Database, job_id: int, chunk_id: int) -> Unscored | None:
 
 
 # What a model's score of some content is made of: the columns a reused score copies.
-KNOWN_COLUMNS = ("p_real", "label", "tiles", "tile_box", "tile_p_real", "width", "height", "format")
+# Provenance comes along: it was read from the same bytes.
+KNOWN_COLUMNS = (
+    "p_real",
+    "label",
+    "tiles",
+    "tile_box",
+    "tile_p_real",
+    "width",
+    "height",
+    "format",
+    "verdict",
+    "provenance",
+    "generator",
+    "source_type",
+    "c2pa_state",
+    "evidence",
+)
 
 
 def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[str, dict[str, Any]]:
@@ -306,6 +323,8 @@ def _values(row: ResultRow) -> dict[str, Any]:
     values["image_uri"] = display_ref(row.image_uri)
     values["uri_key"] = uri_key(row.image_uri)
     values["ref"] = stored_original(row.image_uri)
+    if row.verdict is None:  # rows made outside scoring: timeouts, refusals, failed chunks
+        values["verdict"] = verdict(None, row.label, row.error_kind)
     return values
 
 

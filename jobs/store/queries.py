@@ -83,6 +83,7 @@ class JobCounts:
     errors: int
     labels: dict[str, int] = field(default_factory=dict)
     error_kinds: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -97,14 +98,16 @@ class JobCounts:
 
 def job_counts(session: Session, job: Job) -> JobCounts:
     rows = session.execute(
-        select(Result.label, Result.error_kind, func.count())
+        select(Result.label, Result.error_kind, Result.verdict, func.count())
         .where(Result.job_id == job.id)
-        .group_by(Result.label, Result.error_kind)
+        .group_by(Result.label, Result.error_kind, Result.verdict)
     ).all()
     # A duplicate ref shares its first occurrence's row, yet it is one of the planned refs.
     counts = JobCounts(total=job.total, done=job.duplicates or 0, errors=0)
-    for label, error_kind, count in rows:
+    for label, error_kind, verdict, count in rows:
         counts.done += count
+        if verdict:
+            counts.verdicts[verdict] = counts.verdicts.get(verdict, 0) + count
         if error_kind is not None:
             counts.errors += count
             counts.error_kinds[error_kind] = counts.error_kinds.get(error_kind, 0) + count
