@@ -166,8 +166,8 @@ def _verdict_order(verdicts: Mapping[str, int]) -> list[tuple[str, int]]:
 def print_jobs(summaries: list[dict[str, Any]]) -> None:
     """`aiscan jobs list`: one row per job summary."""
     table = Table()
-    columns = ("job", "status", "model", "done", "total", "ai declared", "real", "fake", "uncertain", "errors")
-    for col in (*columns, "created"):
+    counts = ("ai declared", "real", "fake", "uncertain", "errors")
+    for col in ("job", "status", "model", "done", "total", *counts, "created"):
         table.add_column(col)
     for sm in summaries:
         c = sm["counts"]

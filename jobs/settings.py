@@ -178,7 +178,7 @@ class Settings:
             worker_gpus=_number(env, "WORKER_GPUS", 0, 0, MAX_GPUS),
             follow_links_outside_root=_flag(env, "FOLLOW_LINKS_OUTSIDE_ROOT"),
             stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1, MAX_SECONDS),
-            c2pa_trust_anchors=_file(env, "C2PA_TRUST_ANCHORS", "a PEM file of C2PA trust anchor certificates"),
+            c2pa_trust_anchors=_file(env, "C2PA_TRUST_ANCHORS", "a PEM file of C2PA trust anchors"),
         )
 
 

@@ -102,7 +102,9 @@ def test_every_kind_of_provenance_gets_its_columns_and_verdict(
         source_type="trainedAlgorithmicMedia",
         generator="Adobe Firefly",
     )
-    check("signed_capture.jpg", "c2pa", "capture_declared", c2pa_state="untrusted", source_type="digitalCapture")
+    check(
+        "signed_capture.jpg", "c2pa", "capture_declared", c2pa_state="untrusted", source_type="digitalCapture"
+    )
     # Tampered after signing: its state shows, but it declares nothing, and the model decides.
     check("tampered.jpg", "c2pa", None, c2pa_state="invalid", source_type=None)
     check("plain.png", "none", None, evidence=None)
@@ -123,7 +125,8 @@ def test_reports_carry_the_provenance_columns(home: Path, archive: Path, invoke:
     assert len(records) == 10 and all(c in records[0] for c in columns)
     by_name = {Path(r["image_uri"]).name: r for r in records}
     signed = by_name["signed_ai.jpg"]
-    assert (signed["verdict"], signed["provenance"], signed["c2pa_state"]) == ("ai_declared", "c2pa", "untrusted")
+    columns_of_signed = [signed[c] for c in ("verdict", "provenance", "c2pa_state")]
+    assert columns_of_signed == ["ai_declared", "c2pa", "untrusted"]
     evidence = json.loads(signed["evidence"])
     assert evidence["c2pa"] and "Adobe Firefly" in json.dumps(evidence)
     assert by_name["plain.png"]["evidence"] == "" and by_name["plain.png"]["c2pa_state"] == ""
