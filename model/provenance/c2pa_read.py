@@ -94,6 +94,7 @@ class TrustAnchors:
 
 
 def _anchor_error(path: Path, problem: str) -> TrustAnchorError:
+    problem = " ".join(problem.split())  # one line, whatever the OS or c2pa said
     return TrustAnchorError(
         f"C2PA trust anchors file {path} {problem}: give a PEM file of trust anchor certificates"
     )
@@ -129,8 +130,9 @@ def _context(trust: TrustAnchors | None) -> c2pa.Context:
             try:
                 context = c2pa.Context.from_dict(_settings(trust))
             except c2pa.C2paError as exc:
-                source = trust.source if trust is not None else "default settings"
-                raise TrustAnchorError(f"c2pa refuses the trust anchors of {source}: {exc}") from None
+                if trust is None:
+                    raise
+                raise _anchor_error(Path(trust.source), f"is refused by c2pa ({exc})") from None
             _contexts[key] = context
         return context
 
