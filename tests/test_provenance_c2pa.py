@@ -14,7 +14,14 @@ from typing import Any
 
 import c2pa
 import pytest
-from c2pa_signing import (
+from images import encode, jpeg_bytes, png_bytes
+from PIL import Image
+
+from aiscan.model.provenance import c2pa_read
+from aiscan.model.provenance.c2pa_read import C2paFacts, TrustAnchors, read_c2pa, sniff_mime
+from aiscan.model.provenance.errors import TrustAnchorError
+from aiscan.model.provenance.evidence import C2paState
+from bench.c2pa_signing import (
     Chain,
     make_action,
     make_chain,
@@ -25,13 +32,6 @@ from c2pa_signing import (
     sign_manifest,
     tamper,
 )
-from images import encode, jpeg_bytes, png_bytes
-from PIL import Image
-
-from aiscan.model.provenance import c2pa_read
-from aiscan.model.provenance.c2pa_read import C2paFacts, TrustAnchors, read_c2pa, sniff_mime
-from aiscan.model.provenance.errors import TrustAnchorError
-from aiscan.model.provenance.evidence import C2paState
 
 FORMATS = [("image/jpeg", jpeg_bytes), ("image/png", png_bytes)]
 
@@ -105,7 +105,7 @@ def test_ai_edit_after_a_capture_keeps_both_in_order(chain: Chain) -> None:
     facts = _read(signed)
     assert facts.state is C2paState.UNTRUSTED
     assert facts.source_types == ["digitalCapture", "compositeWithTrainedAlgorithmicMedia"]
-    assert facts.generator == "Camera 2.1"
+    assert facts.generator == "Fill 7"  # the AI edit's tool, not the camera
     assert [a["action"] for a in facts.evidence["actions"]] == [
         "c2pa.created",
         "c2pa.color_adjustments",

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from c2pa_signing import Chain, make_chain, make_unrelated_chain, sign, tamper
 from metadata_images import (
     a1111_png,
     comfyui_png,
@@ -23,6 +22,7 @@ from metadata_images import (
 from results import job_rows
 
 from aiscan.jobs.settings import get_settings
+from bench.c2pa_signing import Chain, make_chain, make_unrelated_chain, sign, tamper
 
 LABELS = {"real", "fake", "uncertain"}
 

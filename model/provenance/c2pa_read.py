@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from aiscan.model.provenance.errors import TrustAnchorError
 from aiscan.model.provenance.evidence import C2paState
-from aiscan.model.provenance.vocabulary import short_term
+from aiscan.model.provenance.vocabulary import Declared, declares, short_term
 
 # Codes that only say the signer (or its timestamp authority) is under no configured anchor: the
 # signature and bindings may still be good, so they make a manifest `untrusted`, not `invalid`.
@@ -226,7 +226,15 @@ def facts_of(store: dict[str, Any]) -> C2paFacts:
 
     actions = _actions(active)
     claim_generator = _claim_generator(active)
-    agent = next((a["software_agent"] for a in actions if a["action"] == "c2pa.created"), None)
+    # The tool that made an AI edit names the generator, over the camera that captured the original.
+    agent = next(
+        (
+            a["software_agent"]
+            for a in actions
+            if a["software_agent"] and declares(a["source_type"]) is Declared.AI
+        ),
+        None,
+    ) or next((a["software_agent"] for a in actions if a["action"] == "c2pa.created"), None)
     source_types = [a["source_type"] for a in actions if a["action"] in SOURCE_ACTIONS and a["source_type"]]
 
     evidence: dict[str, Any] = {

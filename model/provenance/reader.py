@@ -51,7 +51,8 @@ def read_provenance(data: bytes, trust: TrustAnchors | None = None) -> Provenanc
     valid_c2pa = c2pa is not None and c2pa.state is not C2paState.INVALID
     if valid_c2pa and c2pa is not None:
         declared = _strongest(c2pa.source_types)
-        source_type = next((t for t in c2pa.source_types if declares(t)), None) or next(
+        # The term behind the verdict: an AI edit's, not the capture it edited.
+        source_type = next((t for t in c2pa.source_types if declares(t) is declared), None) or next(
             iter(c2pa.source_types), None
         )
         name = c2pa.generator
@@ -91,9 +92,11 @@ def _c2pa(
     if segments.c2pa_bytes > MAX_MANIFEST_BYTES:
         note = f"manifest store of {segments.c2pa_bytes} bytes is over {MAX_MANIFEST_BYTES}: not validated"
         return C2paFacts(C2paState.INVALID, evidence={"error": note})
+    before = len(errors)
     facts: C2paFacts | None = guarded("c2pa", read_c2pa, data, segments.mime, trust)
     if facts is None:
-        return C2paFacts(C2paState.INVALID, evidence={"error": errors[-1] if errors else "unreadable"})
+        note = errors[-1] if len(errors) > before else "c2pa found no manifest store in the C2PA segments"
+        return C2paFacts(C2paState.INVALID, evidence={"error": note})
     return facts
 
 

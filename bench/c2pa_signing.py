@@ -1,5 +1,5 @@
-"""Signed C2PA test files made offline: a root, intermediate and ES256 leaf certificate, and c2pa's
-Builder signing images with a ``c2pa.actions`` assertion. No timestamp authority, no network."""
+"""Signed C2PA files made offline, for the tests and the bench: a root, intermediate and ES256 leaf
+certificate, and c2pa's Builder signing images with a ``c2pa.actions`` assertion. No TSA, no network."""
 
 from __future__ import annotations
 
