@@ -203,12 +203,15 @@ def _png_text(kind: bytes, body: memoryview, found: _Collector) -> None:
         rest = rest[2 + trans_end + 1 :]
     if compressed:
         value, cut = inflate(rest, cap)
-        if cut:
-            found.note(f"PNG {kind.decode()} chunk {key!r} inflated past {cap} bytes or corrupt: cut")
     else:
-        value = bytes(rest[:cap])
-        if len(rest) > cap:
-            found.note(f"PNG {kind.decode()} chunk {key!r} of {len(rest)} bytes cut to {cap}")
+        value, cut = bytes(rest[:cap]), len(rest) > cap
+    if cut and is_xmp:
+        # A cut packet is not XML: skipped whole.
+        found.note(f"PNG {kind.decode()} XMP packet over {cap} bytes (or corrupt): skipped")
+        return
+    if cut:
+        what = "inflated" if compressed else f"of {len(rest)} bytes"
+        found.note(f"PNG {kind.decode()} chunk {key!r} {what} cut to {cap} bytes")
     if is_xmp:
         found.xmp(value, "PNG iTXt")
     else:
