@@ -356,6 +356,8 @@ def test_known_generator_names(data: bytes, name: str) -> None:
         jpeg_with_xmp(xmp_packet("digitalCapture", creator_tool="Adobe Photoshop 25.0")),
         png_with_text({"prompt": "just a caption", "parameters": "made with love"}),
         png_with_text({"Description": "a photo of my -- favourite v 6 lens"}),
+        # Many quotes and no seed switch: InvokeAI's Dream check must not backtrack over them.
+        png_with_text({"Dream": '"' + '" ' * 30_000}),
     ],
 )
 def test_no_generator(data: bytes) -> None:

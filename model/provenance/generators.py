@@ -47,7 +47,8 @@ _SETTING = re.compile(r'\s*([A-Za-z][\w ./()-]{0,40}):\s*("(?:\\.|[^\\"])*"|[^,]
 _STEPS_LINE = re.compile(r"^Steps: \d+, .*Sampler: ", re.MULTILINE)
 _JOB_ID = re.compile(r"Job ID:\s*([0-9a-fA-F-]{8,40})")
 _MJ_FLAGS = re.compile(r"--(?:ar\s+\d+:\d+|v\s+\d[\d.]*|niji\b(?:\s+\d)?)")
-_DREAM = re.compile(r'^".*"\s.*-S\s?\d+', re.DOTALL)
+# InvokeAI's oldest "Dream" text: a quoted prompt, then switches; -S is the seed.
+_DREAM_SEED = re.compile(r"\s-S\s?\d+")
 
 
 @dataclass(frozen=True)
@@ -295,12 +296,18 @@ def _invokeai(texts: dict[str, str], exif: dict[str, str], xmp: XmpFacts | None)
                 for key in ("seed", "steps", "sampler", "cfg_scale"):
                     if _scalar(image.get(key)) is not None:
                         evidence[key] = image[key]
-    elif _DREAM.match(texts.get("Dream", "")):
+    elif _is_dream(texts.get("Dream", "")):
         evidence["markers"] = ["text Dream"]
         evidence["prompt"] = _prompt(texts["Dream"])
     else:
         return None
     return _facts("InvokeAI", model, evidence, notes)
+
+
+def _is_dream(text: str) -> bool:
+    """A quoted prompt before a seed switch; found without a backtracking pattern (the text is hostile)."""
+    seed = _DREAM_SEED.search(text)
+    return text.startswith('"') and seed is not None and text.rfind('"', 1, seed.start()) > 0
 
 
 # --- NovelAI and Midjourney ------------------------------------------------------------------------
