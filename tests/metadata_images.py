@@ -14,6 +14,8 @@ from PIL.PngImagePlugin import PngInfo
 
 IPTC_URI = "http://cv.iptc.org/newscodes/digitalsourcetype/"
 TextKind = Literal["tEXt", "zTXt", "iTXt"]
+Form = Literal["attribute", "element", "resource"]
+Charset = Literal["ascii", "unicode-be", "unicode-le", "undefined"]
 
 
 def _picture(size: tuple[int, int]) -> Image.Image:
@@ -87,7 +89,7 @@ def jumbf_app11(size: int, box_instance: int = 1) -> list[bytes]:
 
 def xmp_packet(
     source_type: str | None,
-    form: Literal["attribute", "element", "resource"] = "attribute",
+    form: Form = "attribute",
     creator_tool: str | None = None,
     provenance: str | None = None,
     description: str | None = None,
@@ -128,7 +130,7 @@ def xmp_packet(
     )
 
 
-def user_comment(text: str, charset: Literal["ascii", "unicode-be", "unicode-le", "undefined"]) -> bytes:
+def user_comment(text: str, charset: Charset) -> bytes:
     """An EXIF UserComment value: the 8-byte charset header, then ``text`` in that charset."""
     if charset == "ascii":
         return b"ASCII\x00\x00\x00" + text.encode("ascii")
