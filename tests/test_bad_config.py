@@ -113,6 +113,10 @@ CASES = [
     case("scan", "{dir}/missing", message="missing"),
     case("scan", "--urls", "{dir}/missing.txt", message="--urls"),
     case("scan", "nosuch://x", message="unsupported source"),
+    case("scan", "{imgs}", C2PA_TRUST_ANCHORS="{dir}/missing.pem", message="does not exist"),
+    case("scan", "{imgs}", C2PA_TRUST_ANCHORS="{dir}", message="is a directory"),
+    case("scan", "{imgs}", C2PA_TRUST_ANCHORS="{file}", message="no PEM certificate"),
+    case("worker", BROKER_URL="redis://127.0.0.1:1", C2PA_TRUST_ANCHORS="{file}", message="no PEM"),
     # settings: finite, in range, of their type
     *(case("jobs", "list", **{name: "inf"}, message=f"AISCAN_{name}='inf'") for name in NUMERIC_SETTINGS),
     case("jobs", "list", STALL_TIMEOUT="0", message="at least 1"),

@@ -182,27 +182,18 @@ def test_skip_known_carries_the_provenance_without_reading_it_again(
         assert [getattr(second[name], c) for c in columns] == [getattr(row, c) for c in columns], name
 
 
-def test_a_bad_trust_anchors_file_is_one_line_before_any_job(
-    home: Path, tmp_path: Path, archive: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_bad_trust_anchors_file_stops_the_scan_before_its_job(
+    home: Path, tmp_path: Path, archive: Path, invoke: Callable[..., str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from click.testing import CliRunner
+    from aiscan.jobs.inprocess import run_scan
+    from aiscan.model.provenance.errors import TrustAnchorError
 
-    from aiscan.jobs.cli import cli
-
-    not_pem = tmp_path / "anchors.txt"
+    not_pem = tmp_path / "anchors.pem"
     not_pem.write_text("these are not certificates\n")
-    for value, words in (
-        (str(tmp_path / "missing.pem"), "does not exist"),
-        (str(tmp_path), "is a directory"),
-        (str(not_pem), "certificate"),
-    ):
-        monkeypatch.setenv("AISCAN_C2PA_TRUST_ANCHORS", value)
-        get_settings.cache_clear()
-        result = CliRunner().invoke(cli, ["scan", str(archive)])
-        assert result.exit_code != 0
-        lines = result.output.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
-        assert "AISCAN_C2PA_TRUST_ANCHORS" in lines[0] or str(not_pem) in lines[0]
-    monkeypatch.delenv("AISCAN_C2PA_TRUST_ANCHORS")
+    monkeypatch.setenv("AISCAN_C2PA_TRUST_ANCHORS", str(not_pem))
     get_settings.cache_clear()
-    assert json.loads(CliRunner().invoke(cli, ["jobs", "list", "--json"]).output) == []
+    with pytest.raises(TrustAnchorError, match="no PEM certificate"):
+        settings = get_settings()
+        run_scan(settings, [str(archive)], model_ref=None, chunk_size=8, batch_size=4, show_progress=False)
+    # The CLI's one line for it is in test_bad_config; here: no job was left behind.
+    assert json.loads(invoke("jobs", "list", "--json")) == []

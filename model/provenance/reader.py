@@ -32,6 +32,8 @@ def read_provenance(data: bytes, trust: TrustAnchors | None = None) -> Provenanc
     errors.extend(segments.notes)
     xmp: XmpFacts | None = guarded("xmp", read_xmp, segments.xmp) if segments.xmp else None
     exif: dict[str, str] = (guarded("exif", read_exif, segments.exif) if segments.exif else None) or {}
+    if "note" in exif:
+        errors.append("exif: " + exif["note"])
     c2pa = _c2pa(data, segments, trust, guarded, errors)
     generator = guarded("metadata", find_generator, segments.texts, exif, xmp)
 
