@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import multiprocessing
 import os
 import shutil
@@ -113,3 +114,27 @@ def make_large_jpegs(
         Image.fromarray(big[:height, :width]).save(path, "JPEG", quality=quality)
         out.append(path)
     return out
+
+
+def provenance_sets(archive: Archive, pki: Path, n: int = 16) -> dict[str, list[bytes]]:
+    """The bytes the provenance row reads: the whole archive as it is (no provenance), ``n`` camera
+    images signed with C2PA, and ``n`` generator PNGs carrying Stable Diffusion web UI parameters."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from bench.c2pa_signing import make_chain, sign
+
+    chain = make_chain(pki)
+    # Camera-like files are JPEG or PNG at random, as in training data.
+    mime = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+    signed = [sign(p.read_bytes(), mime[p.suffix.lower()], chain) for p in archive.camera[:n]]
+    described = []
+    for path in archive.generator[:n]:
+        info = PngInfo()
+        settings = f"Steps: 20, Sampler: Euler a, Seed: 1, Model: bench-{path.stem}"
+        info.add_text("parameters", f"a bench image\n{settings}")
+        buf = io.BytesIO()
+        with Image.open(path) as im:
+            im.save(buf, "PNG", pnginfo=info)
+        described.append(buf.getvalue())
+    return {"plain": [p.read_bytes() for p in archive.files], "signed": signed, "metadata": described}

@@ -160,7 +160,7 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
         _note(
             d,
             ("plain_ms", "{plain_ms:.3f} ms an image without provenance"),
-            ("signed_ms", "{signed_ms:.2f} ms a C2PA-signed JPEG"),
+            ("signed_ms", "{signed_ms:.2f} ms a C2PA-signed image"),
             ("metadata_ms", "{metadata_ms:.3f} ms with generator text or XMP"),
         ),
     )

@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 
 from aiscan.model.metadata import PreprocessSpec
-from bench.archive import link_archive, make_archive, make_large_jpegs
+from bench.archive import link_archive, make_archive, make_large_jpegs, provenance_sets
 from bench.detector import untrained_detector, with_preprocess
 from bench.measure import (
     measure_ceiling,
@@ -29,6 +29,7 @@ from bench.measure import (
     measure_decode,
     measure_inprocess,
     measure_large_rss,
+    measure_provenance,
     measure_rss,
     measure_seed_style,
     register_copy,
@@ -162,6 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decode",
             lambda: measure_decode(datas, size, tiles_artifact.meta.preprocess)[0],
             also={"tiles_decode_tps_per_core": "tps"},
+        )
+        rows.run(
+            "provenance_ips_per_core",
+            "provenance",
+            "decode",
+            lambda: measure_provenance(provenance_sets(archive, tmp / "pki"), repeats=args.repeats),
+            also={
+                "provenance_ms_per_image": "plain_ms",
+                "provenance_signed_ms_per_image": "signed_ms",
+                "provenance_metadata_ms_per_image": "metadata_ms",
+            },
         )
         ceiling = rows.run(
             "ceiling_ips",

@@ -47,6 +47,10 @@ FIGURES = {
     "decode_ips_per_core": 40.0,
     "tiles_decode_ips_per_core": 25.0,
     "tiles_decode_tps_per_core": 250.0,
+    "provenance_ips_per_core": 800.0,
+    "provenance_ms_per_image": 1.25,
+    "provenance_signed_ms_per_image": 2.5,
+    "provenance_metadata_ms_per_image": 0.5,
     "inprocess_ips": 15.0,
     "tiles_inprocess_ips": 1.5,
     "tiles_inprocess_tps": 18.0,
@@ -93,6 +97,8 @@ def test_ratios_and_missing_figures() -> None:
         "tiles_inprocess_tps_over_ceiling": 0.9,
         "tiles_over_resize_inprocess_ips": 0.1,
         "tiles_decode_cores_to_feed_ceiling": 0.08,
+        "provenance_over_decode": 0.05,
+        "signed_provenance_over_decode": 0.1,
     }
     assert compute_ratios({**FIGURES, "ceiling_ips": None})["celery_over_ceiling"] is None
     assert compute_ratios({**FIGURES, "seed_style_ips": 0.0})["inprocess_over_seed_style"] is None
@@ -109,6 +115,7 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
         "ceiling": {"ips": 20.0, "batch_size": 32, "per_batch_size": {8: 15.0, 32: 20.0}},
         "decode": {"ips": 40.0, "tps": 40.0, "images": 320, "views_per_image": 1.0},
         "tiles_decode": {"ips": 25.0, "tps": 250.0, "images": 320, "views_per_image": 10.0},
+        "provenance": {"ips": 800.0, "plain_ms": 1.25, "signed_ms": 2.5, "metadata_ms": 0.5},
         "inprocess": {"ips": 15.0, "elapsed_s": 21.3, "wall_s": 25.0, "batch_size": 32},
         "tiles_inprocess": {"ips": 1.5, "tps": 18.0, "elapsed_s": 213.3, "views_per_image": 12.0},
         "tiles_large": {"images": 24, "image_size": "4000x3000", "few_images": 2, "growth_mb": 12.5},
@@ -257,6 +264,9 @@ def test_a_quick_run_measures_the_tiles_rows(tmp_path: Path) -> None:
     details = data["details"]
     assert status == 0, details
     new_keys = (
+        "provenance_ips_per_core",
+        "provenance_signed_ms_per_image",
+        "provenance_metadata_ms_per_image",
         "tiles_decode_ips_per_core",
         "tiles_decode_tps_per_core",
         "tiles_inprocess_ips",
@@ -265,6 +275,8 @@ def test_a_quick_run_measures_the_tiles_rows(tmp_path: Path) -> None:
     )
     assert all(data[key] > 0 for key in new_keys)
     assert data["inprocess_ips"] is None and details["inprocess"] == {"skipped": True}
+    # Every image of the archive, none with provenance; the signed and described sets are their own rows.
+    assert details["provenance"]["plain_images"] == 40 and details["provenance"]["signed_images"] == 16
 
     # The tiles artifact decided the views: the scan's rows count as many per image as the bench's own
     # cut of the same archive, where the resize view is one per image.

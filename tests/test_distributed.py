@@ -16,6 +16,7 @@ import netservers
 import numpy as np
 import pytest
 from images import jpeg_bytes, png_bytes
+from metadata_images import a1111_png
 from sqlalchemy import func, select
 from tinymodels import save_tiny_classifier
 
@@ -27,6 +28,7 @@ from aiscan.jobs.submit import create_job
 from aiscan.jobs.tasks import CLASSIFY_CHUNK
 from aiscan.training.synth import write_archive
 from bench import services
+from bench.c2pa_signing import make_chain, sign
 from bench.processes import Worker, run_aiscan
 
 WORKER_READY_S = 90
@@ -146,6 +148,8 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
 
     s3_objects = {f"photos/2024/img{i}.jpg": jpeg_bytes(rng) for i in range(5)}
     s3_objects |= {f"photos/gen/g{i}.png": png_bytes(rng) for i in range(4)}
+    # Provenance is read from the bytes each source fetched: generator text in S3, a signed file by URL.
+    s3_objects["photos/gen/sd.png"] = a1111_png("sdxl_turbo")
     s3_objects["photos/notes.txt"] = b"not an image"
     s3_objects["elsewhere/x.jpg"] = jpeg_bytes(rng)
     _s3_put(cluster, "archive", s3_objects)
@@ -155,6 +159,9 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
     for i in range(5):
         cluster.http.add(f"/mixed/{i}.jpg", body=jpeg_bytes(rng))
         url_refs.add(cluster.http.url(f"/mixed/{i}.jpg"))
+    signed = sign(jpeg_bytes(rng), "image/jpeg", make_chain(tmp_path / "pki"), software_agent="Firefly")
+    cluster.http.add("/mixed/signed.jpg", body=signed)
+    url_refs.add(cluster.http.url("/mixed/signed.jpg"))
     cluster.http.add("/mixed/gone.jpg", status=404, body=b"no")
     url_refs.add(cluster.http.url("/mixed/gone.jpg"))
     urls = tmp_path / "urls.txt"
@@ -180,6 +187,10 @@ def test_one_job_over_a_directory_an_s3_prefix_and_a_url_list(cluster: Cluster, 
     for ref in s3_refs:
         assert by_uri[ref].etag and by_uri[ref].error_kind is None and by_uri[ref].p_real is not None
     assert by_uri[cluster.http.url("/mixed/gone.jpg")].error_kind == "missing"
+    sd, firefly = by_uri["s3://archive/photos/gen/sd.png"], by_uri[cluster.http.url("/mixed/signed.jpg")]
+    assert (sd.provenance, sd.verdict) == ("metadata", "ai_declared") and "sdxl_turbo" in sd.generator
+    assert (firefly.provenance, firefly.c2pa_state, firefly.verdict) == ("c2pa", "untrusted", "ai_declared")
+    assert summary["verdicts"]["ai_declared"] == 2
     assert summary["counts"]["errors"] == 3  # two corrupt files, one dead URL
     assert summary["skipped_files"] == 2  # notes.txt on disk and in the bucket
     with cluster.db().session() as s:
