@@ -18,7 +18,8 @@ from images import encode, jpeg_bytes, png_bytes
 from PIL import Image
 
 from aiscan.model.provenance import c2pa_read
-from aiscan.model.provenance.c2pa_read import C2paFacts, TrustAnchors, read_c2pa, sniff_mime
+from aiscan.model.provenance.c2pa_read import C2paFacts, TrustAnchors, read_c2pa
+from aiscan.model.provenance.containers import sniff_mime
 from aiscan.model.provenance.errors import TrustAnchorError
 from aiscan.model.provenance.evidence import C2paState
 from bench.c2pa_signing import (
@@ -164,7 +165,7 @@ def test_sniffed_types() -> None:
     assert sniff_mime(encode(im, "TIFF")) == "image/tiff"
     assert sniff_mime(encode(im, "GIF")) == "image/gif"
     assert sniff_mime(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00") == "image/avif"
-    assert sniff_mime(b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00") == "image/heic"
+    assert sniff_mime(b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00") == "image/heif"
     assert sniff_mime(b"\x00\x00\x00\x1cftypisom\x00\x00\x00\x00") is None
     assert sniff_mime(b"BM\x00\x00") is None
 

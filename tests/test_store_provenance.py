@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from results import insert_old_model_and_job
 from sqlalchemy import select, text
 
 from aiscan.jobs.store import db as store_db
@@ -27,20 +28,7 @@ def test_migration_0006_gives_old_rows_a_verdict_and_no_provenance(url: str) -> 
     engine = store_db.make_engine(url)
     store_db.upgrade(engine, "0005")
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO models (id, name, version, sha256, path, meta, is_default, created_at) "
-                "VALUES (1, 'm', 1, :sha, '/m', '{}', true, CURRENT_TIMESTAMP)"
-            ),
-            {"sha": "0" * 64},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO jobs (id, status, sources, model_id, chunk_size, options, planned, total,"
-                " skipped, created_at, duplicates)"
-                " VALUES (1, 'running', '[\"/x\"]', 1, 8, '{}', true, 4, 0, CURRENT_TIMESTAMP, 0)"
-            )
-        )
+        insert_old_model_and_job(conn, total=4)
         conn.execute(
             text(
                 "INSERT INTO results (job_id, image_uri, uri_key, model_id, classified_at, p_real, label,"

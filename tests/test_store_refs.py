@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from results import insert_old_model_and_job
 from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError
 
@@ -281,20 +282,7 @@ def test_migration_0005_keys_existing_rows_and_rolls_back(url: str) -> None:
     engine = store_db.make_engine(url)
     store_db.upgrade(engine, "0004")
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO models (id, name, version, sha256, path, meta, is_default, created_at) "
-                "VALUES (1, 'm', 1, :sha, '/m', '{}', true, CURRENT_TIMESTAMP)"
-            ),
-            {"sha": "0" * 64},
-        )
-        conn.execute(
-            text(
-                "INSERT INTO jobs (id, status, sources, model_id, chunk_size, options, planned, total,"
-                " skipped, created_at)"
-                " VALUES (1, 'running', '[\"/x\"]', 1, 8, '{}', true, 2, 0, CURRENT_TIMESTAMP)"
-            )
-        )
+        insert_old_model_and_job(conn, total=2)
         conn.execute(
             text(
                 "INSERT INTO results (job_id, image_uri, model_id, classified_at, p_real) "

@@ -17,6 +17,7 @@ import c2pa
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from aiscan.model.provenance.containers import sniff_mime
 from aiscan.model.provenance.errors import TrustAnchorError
 from aiscan.model.provenance.evidence import C2paState
 from aiscan.model.provenance.vocabulary import Declared, declares, short_term
@@ -178,37 +179,6 @@ def _supported() -> frozenset[str]:
         if _supported_types is None:
             _supported_types = frozenset(c2pa.Reader.get_supported_mime_types())
         return _supported_types
-
-
-# ISO BMFF major brands (bytes 8-12, after "ftyp") of the image formats c2pa reads.
-_BMFF_BRANDS = {
-    b"avif": "image/avif",
-    b"avis": "image/avif",
-    b"heic": "image/heic",
-    b"heix": "image/heic",
-    b"heim": "image/heic",
-    b"heis": "image/heic",
-    b"mif1": "image/heif",
-    b"msf1": "image/heif",
-}
-
-
-def sniff_mime(data: bytes) -> str | None:
-    """The image type ``data``'s magic bytes name (JPEG, PNG, WebP, TIFF, GIF, AVIF, HEIF), or None."""
-    head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if head[4:8] == b"ftyp":
-        return _BMFF_BRANDS.get(head[8:12])
-    return None
 
 
 def facts_of(store: dict[str, Any]) -> C2paFacts:

@@ -101,6 +101,11 @@ def _scalar(value: Any) -> Any:
     return value if isinstance(value, str | int | float) and not isinstance(value, bool) else None
 
 
+def _settings(source: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The plain (text or number) values of ``keys`` in a generator's settings."""
+    return {key: source[key] for key in keys if _scalar(source.get(key)) is not None}
+
+
 def _prompt(text: Any) -> str | None:
     if not isinstance(text, str) or not text.strip():
         return None
@@ -229,9 +234,7 @@ def _fooocus(texts: dict[str, str], exif: dict[str, str], xmp: XmpFacts | None) 
         evidence["scheme"] = scheme
     if version:
         evidence["version"] = version
-    for key in ("steps", "seed", "sampler", "scheduler", "performance"):
-        if _scalar(lowered.get(key)) is not None:
-            evidence[key] = lowered[key]
+    evidence.update(_settings(lowered, ("steps", "seed", "sampler", "scheduler", "performance")))
     prompt = _prompt(lowered.get("prompt"))
     if prompt:
         evidence["prompt"] = prompt
@@ -279,9 +282,9 @@ def _invokeai(texts: dict[str, str], exif: dict[str, str], xmp: XmpFacts | None)
             if isinstance(found, dict):
                 found = found.get("name") or found.get("model_name")
             model = found if isinstance(found, str) else None
-            for key in ("seed", "steps", "scheduler", "cfg_scale", "app_version", "generation_mode"):
-                if _scalar(meta.get(key)) is not None:
-                    evidence[key] = meta[key]
+            evidence.update(
+                _settings(meta, ("seed", "steps", "scheduler", "cfg_scale", "app_version", "generation_mode"))
+            )
             prompt = _prompt(meta.get("positive_prompt"))
             if prompt:
                 evidence["prompt"] = prompt
@@ -293,9 +296,7 @@ def _invokeai(texts: dict[str, str], exif: dict[str, str], xmp: XmpFacts | None)
             model = found if isinstance(found, str) else None
             image = meta.get("image")
             if isinstance(image, dict):
-                for key in ("seed", "steps", "sampler", "cfg_scale"):
-                    if _scalar(image.get(key)) is not None:
-                        evidence[key] = image[key]
+                evidence.update(_settings(image, ("seed", "steps", "sampler", "cfg_scale")))
     elif _is_dream(texts.get("Dream", "")):
         evidence["markers"] = ["text Dream"]
         evidence["prompt"] = _prompt(texts["Dream"])
@@ -322,9 +323,7 @@ def _novelai(texts: dict[str, str], exif: dict[str, str], xmp: XmpFacts | None) 
     evidence: dict[str, Any] = {"format": "novelai", "markers": [f"{where}: NovelAI"]}
     comment = _json(texts.get("Comment"), notes, "text Comment")
     if isinstance(comment, dict):
-        for key in ("steps", "sampler", "seed", "scale", "noise_schedule"):
-            if _scalar(comment.get(key)) is not None:
-                evidence[key] = comment[key]
+        evidence.update(_settings(comment, ("steps", "sampler", "seed", "scale", "noise_schedule")))
     prompt = _prompt(texts.get("Description"))
     if prompt:
         evidence["prompt"] = prompt
