@@ -135,6 +135,10 @@ def test_known_scores_are_this_models_classified_content(db: Database) -> None:
             tiles=2,
             tile_box="0,0,4,3",
             tile_p_real=0.85,
+            verdict="ai_declared",
+            provenance="metadata",
+            generator="ComfyUI (sd_xl_base_1.0)",
+            evidence={"metadata": {"steps": 20}},
         ),
         ResultRow("/b", sha256="2" * 64, error_kind="truncated", error="cut short"),
     ]
@@ -154,6 +158,13 @@ def test_known_scores_are_this_models_classified_content(db: Database) -> None:
         "width": 4,
         "height": 3,
         "format": "PNG",
+        # the provenance read from the same bytes comes along
+        "verdict": "ai_declared",
+        "provenance": "metadata",
+        "generator": "ComfyUI (sd_xl_base_1.0)",
+        "source_type": None,
+        "c2pa_state": None,
+        "evidence": {"metadata": {"steps": 20}},
     }
     assert known_scores(db, set(), model_id) == {}
 
