@@ -1,4 +1,4 @@
-"""Reports streamed out of the database: CSV and JSON Lines, one record per image."""
+"""Reports streamed out of the database: CSV, JSON Lines and HTML (jobs.report_html), one record per image."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ COLUMNS = (
     "model",
     "classified_at",
 )
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "html")
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -120,6 +120,11 @@ def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
         for record in iter_records(session, job_id):
             out.write(json.dumps({k: _text(v) for k, v in record.items()}) + "\n")
             count += 1
+    elif fmt == "html":
+        # Imported here: the HTML report builds on this module's records (and browse's counts).
+        from aiscan.jobs.report_html import write_html_report
+
+        count = write_html_report(session, job_id, out)
     else:
         raise ValueError(f"unknown report format {fmt!r}")
     return count
