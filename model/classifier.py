@@ -47,6 +47,8 @@ class ImageClassifier:
     max_bytes: int | None = None
     max_pixels: int | None = None
     max_decode_memory: int = DEFAULT_DECODE_MEMORY
+    # Scans keep a small JPEG of each image for pages and reports; evaluation and benches need none.
+    make_thumbnails: bool = True
 
     @property
     def decode_budget(self) -> MemoryBudget:
@@ -78,7 +80,7 @@ class ImageClassifier:
                 full = opened.decode()
                 views = make_views(full.pixels, self.preprocess, self.runner.input_size)
                 # Made from the native pixels while they are here, so pages never need the image again.
-                small = thumbnail(full.pixels)
+                small = thumbnail(full.pixels) if self.make_thumbnails else None
                 width, height, fmt = full.width, full.height, full.format
                 del full  # the native pixels leave before the memory they held is handed on
         return ImageViews(views.pixels, views.boxes, width, height, fmt, small)
@@ -105,6 +107,7 @@ def load_classifier(
     max_pixels: int | None = None,
     max_decode_memory: int = DEFAULT_DECODE_MEMORY,
     expected_sha256: str | None = None,
+    make_thumbnails: bool = True,
 ) -> ImageClassifier:
     """The classifier of the artifact in ``directory``; the model is loaded once per process."""
     runner = load_runner(directory, batch_size)
@@ -115,5 +118,11 @@ def load_classifier(
             f"(sha256 {expected_sha256[:12]}): re-import it with `aiscan model import`"
         )
     return ImageClassifier(
-        runner, runner.meta.thresholds, runner.meta.preprocess, max_bytes, max_pixels, max_decode_memory
+        runner,
+        runner.meta.thresholds,
+        runner.meta.preprocess,
+        max_bytes,
+        max_pixels,
+        max_decode_memory,
+        make_thumbnails,
     )

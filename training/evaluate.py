@@ -106,7 +106,7 @@ def evaluate(
     """
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     # The chunk pipeline's scheduling: decoding takes turns with a CPU model and runs ahead of a GPU.
-    classifier = load_classifier(model_dir, batch_size=batch_size)
+    classifier = load_classifier(model_dir, batch_size=batch_size, make_thumbnails=False)
     meta = classifier.runner.meta
     assert meta is not None  # load_classifier reads it from the artifact
     files = find_labelled(data_dir, split=split)
@@ -144,7 +144,7 @@ def evaluate_robustness(
     clean run. ``on_condition`` is called as each condition starts; ``on_batch`` as in ``evaluate``, so the
     calls sum to ``len(evaluation.paths) * len(conditions)``.
     """
-    classifier = load_classifier(evaluation.model_dir, batch_size=batch_size)
+    classifier = load_classifier(evaluation.model_dir, batch_size=batch_size, make_thumbnails=False)
     results: dict[str, dict[str, Any]] = {}
     for condition in conditions:
         if on_condition is not None:
