@@ -78,9 +78,9 @@ def _environment() -> Environment:
 ENV = _environment()
 
 
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """Template ``name`` rendered with ``context`` as an HTML response."""
-    return HTMLResponse(ENV.get_template(name).render(**context), status_code=status)
+    return HTMLResponse(ENV.get_template(name).render(**context), status_code=status_code)
 
 
 def _services(request: Request) -> WebServices:
@@ -103,10 +103,17 @@ def _error_page(status: int, message: str, heading: str = "Something went wrong"
 
 
 def _same_origin(request: Request) -> bool:
-    """False for a form posted from another site (browsers send Origin on cross-site POSTs): no CSRF."""
+    """False for a form another site posted here (cross-site request forgery of a scan or a fetch).
+
+    Browsers say where a request comes from in Sec-Fetch-Site; older ones only in Origin, which is
+    "null" under this app's no-referrer policy, so only a real, different origin is refused there.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
-        return origin is None
+        return True
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 

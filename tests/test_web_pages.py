@@ -1,0 +1,409 @@
+"""The HTML pages in real headless Chromium (Debian's, driven by Playwright) against a real uvicorn server.
+
+One module-wide site: a tiny tiled model as the default, one scanned folder (camera-like and generator-like
+images, a generator-declared PNG, a file that is not an image and one with a hostile name). Every browser
+request to anything but the test server is blocked and recorded; each test asserts none was attempted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from images import jpeg_bytes, png_bytes
+from metadata_images import a1111_png
+from playwright.sync_api import Browser, Page, Route, sync_playwright
+from tinymodels import save_tiny_classifier
+from webserver import serve
+
+from bench.services import ensure_chromium
+
+HOSTILE = "<img src=x onerror=alert(1)>.png"
+SHOTS = Path(__file__).parent / "screenshots-out"
+BROWSER_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAGE_SIZE = 4
+
+
+@dataclass
+class Site:
+    url: str
+    job_id: int
+    images: Path
+    names: set[str]  # image_uri of every image of the scanned folder
+
+
+@dataclass
+class Watch:
+    """What a page did that a test asserts on: requests it tried outside the server, dialogs, console lines."""
+
+    external: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+
+
+def _cli(*args: str) -> str:
+    from aiscan.jobs.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _folder(root: Path) -> Path:
+    root.mkdir()
+    for i in range(4):
+        (root / f"camera-{i}.jpg").write_bytes(jpeg_bytes(i, (200, 150)))
+    for i in range(3):
+        (root / f"generated-{i}.png").write_bytes(png_bytes(10 + i, (160, 120)))
+    (root / "declared-sd.png").write_bytes(a1111_png(size=(120, 80)))
+    (root / HOSTILE).write_bytes(png_bytes(20, (80, 80)))
+    (root / "broken.jpg").write_bytes(b"this is not an image")
+    return root
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    from aiscan.jobs.settings import get_settings
+    from aiscan.jobs.store.db import open_database
+    from aiscan.jobs.summary import recent_job_summaries
+
+    tmp = tmp_path_factory.mktemp("web-pages")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AISCAN_HOME", str(tmp / "home"))
+        for var in ("AISCAN_DATABASE_URL", "AISCAN_BROKER_URL", "AISCAN_CHUNK_SIZE", "AISCAN_BATCH_SIZE"):
+            mp.delenv(var, raising=False)
+        mp.setenv("AISCAN_URL_ALLOW_NETWORKS", "127.0.0.0/8")
+        mp.setenv("AISCAN_URL_RETRIES", "0")
+        get_settings.cache_clear()
+        open_database.cache_clear()
+        save_tiny_classifier(tmp / "m.keras", 40, seed=4)
+        _cli("model", "import", str(tmp / "m.keras"), "--name", "tiny", "--preprocess", "tiles")
+        images = _folder(tmp / "archive")
+        _cli("scan", str(images))
+        settings = get_settings()
+        with open_database(settings.database_url).session() as s:
+            job_id = recent_job_summaries(s, 1)[0]["job_id"]
+        with serve(settings) as url:
+            names = {str(path.resolve()) for path in images.iterdir()}
+            yield Site(url, job_id, images, names)
+        get_settings.cache_clear()
+        open_database.cache_clear()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = ensure_chromium()
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=executable, args=BROWSER_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _open(browser: Browser, site_url: str | None, scheme: str = "light") -> tuple[Page, Watch]:
+    """A fresh page whose requests may reach ``site_url`` only (None: no network at all)."""
+    watch = Watch()
+    context = browser.new_context(color_scheme=scheme, viewport={"width": 1280, "height": 900})  # type: ignore[arg-type]
+
+    def guard(route: Route) -> None:
+        url = route.request.url
+        if site_url is not None and (url == site_url or url.startswith(site_url + "/")):
+            route.continue_()
+        elif url.startswith("file://") and site_url is None:
+            route.continue_()
+        else:
+            watch.external.append(url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    page.on("dialog", lambda d: (watch.dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: watch.console.append(f"{m.type}: {m.text}"))
+    return page, watch
+
+
+def _shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
+
+
+def _rows(page: Page) -> list[str]:
+    return page.eval_on_selector_all("[data-image-uri]", "rows => rows.map(r => r.dataset.imageUri)")
+
+
+def _api_check(site: Site, data: bytes, name: str = "x.jpg") -> dict[str, Any]:
+    response = httpx.post(f"{site.url}/api/v1/classify", files={"file": (name, data)}, timeout=60)
+    response.raise_for_status()
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_check_an_uploaded_image_shows_the_api_score(site: Site, browser: Browser, tmp_path: Path) -> None:
+    data = jpeg_bytes(7, (320, 240))
+    upload = tmp_path / "holiday.jpg"
+    upload.write_bytes(data)
+    expected = _api_check(site, data)
+    for scheme in ("light", "dark"):
+        page, watch = _open(browser, site.url, scheme)
+        page.goto(site.url + "/")
+        page.set_input_files("input[name=file]", str(upload))
+        page.click("button[type=submit]")
+        result = page.wait_for_selector("[data-p-real]")
+        score = float(result.get_attribute("data-p-real") or "nan")
+        assert 0.0 <= score <= 1.0
+        assert score == expected["p_real"]
+        assert result.get_attribute("data-verdict") == expected["verdict"]
+        # The image is shown from the uploaded bytes, and the tiled model's worst tile is outlined on it.
+        src = page.get_attribute(".figure img", "src") or ""
+        assert src.startswith("data:image/jpeg;base64,")
+        assert page.is_visible(".figure svg.overlay rect.tile")
+        x, y, w, h = (int(v) for v in expected["tile_box"].split(","))
+        assert page.get_attribute(".figure svg.overlay rect.tile", "width") == str(w)
+        assert page.locator(".figcaption .name").inner_text() == "holiday.jpg"
+        _shot(page, f"check-{scheme}.png")
+        assert watch.external == [] and watch.dialogs == []
+        page.context.close()
+
+
+def test_check_shows_provenance_evidence(site: Site, browser: Browser, tmp_path: Path) -> None:
+    upload = tmp_path / "sd.png"
+    upload.write_bytes(a1111_png(size=(120, 80)))
+    page, watch = _open(browser, site.url)
+    page.goto(site.url + "/")
+    page.set_input_files("input[name=file]", str(upload))
+    page.click("button[type=submit]")
+    result = page.wait_for_selector("[data-p-real]")
+    assert result.get_attribute("data-verdict") == "ai_declared"
+    facts = page.inner_text("dl.facts")
+    assert "Stable Diffusion" in facts or "a1111" in facts.lower() or "automatic1111" in facts.lower()
+    assert page.locator("ul.evidence li").count() >= 1
+    _shot(page, "check-declared.png")
+    assert watch.external == [] and watch.dialogs == []
+    page.context.close()
+
+
+def test_check_a_url_fetched_through_the_guard(site: Site, browser: Browser, http: Any) -> None:
+    data = jpeg_bytes(3, (200, 150))
+    image_url = http.add("/photo.jpg", data)
+    page, watch = _open(browser, site.url)
+    page.goto(site.url + "/")
+    page.fill("input[name=url]", image_url)
+    page.click("button[type=submit]")
+    result = page.wait_for_selector("[data-p-real]")
+    assert float(result.get_attribute("data-p-real") or "nan") == _api_check(site, data)["p_real"]
+    assert (page.get_attribute(".figure img", "src") or "").startswith("data:image/jpeg;base64,")
+    # The page fetched the image on the server; the browser itself never asked the image's host.
+    assert watch.external == []
+    page.context.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "upload", "kind", "words"),
+    [
+        ("", b"GIF89 but not really an image", "not_an_image", "image"),
+        ("http://10.1.2.3/photo.jpg", None, "refused_address", "10.1.2.3"),
+        ("ftp://example.org/photo.jpg", None, "", "http"),
+        ("", None, "", "choose an image"),
+    ],
+)
+def test_check_errors_are_messages(
+    site: Site, browser: Browser, tmp_path: Path, url: str, upload: bytes | None, kind: str, words: str
+) -> None:
+    page, watch = _open(browser, site.url)
+    page.goto(site.url + "/")
+    if upload is not None:
+        path = tmp_path / "notes.jpg"
+        path.write_bytes(upload)
+        page.set_input_files("input[name=file]", str(path))
+    if url:
+        # The field's own URL check would stop an ftp:// URL in the browser; the server must refuse it too.
+        page.eval_on_selector("input[name=url]", "el => el.type = 'text'")
+        page.fill("input[name=url]", url)
+    page.click("button[type=submit]")
+    message = page.wait_for_selector(".message")
+    text = message.inner_text()
+    assert words in text and "Traceback" not in page.content()
+    assert message.get_attribute("data-error-kind") == kind
+    assert page.locator("[data-p-real]").count() == 0
+    assert watch.external == [] and watch.dialogs == []
+    page.context.close()
+
+
+def test_hostile_file_name_is_text_on_the_check_page(site: Site, browser: Browser, tmp_path: Path) -> None:
+    path = tmp_path / HOSTILE
+    path.write_bytes(png_bytes(5, (64, 64)))
+    page, watch = _open(browser, site.url)
+    page.goto(site.url + "/")
+    page.set_input_files("input[name=file]", str(path))
+    page.click("button[type=submit]")
+    page.wait_for_selector("[data-p-real]")
+    assert page.locator(".figcaption .name").inner_text() == HOSTILE
+    assert page.locator("img[src=x]").count() == 0
+    assert watch.dialogs == [] and watch.external == []
+    page.context.close()
+
+
+def test_job_page_pages_through_every_image(site: Site, browser: Browser) -> None:
+    page, watch = _open(browser, site.url)
+    page.goto(f"{site.url}/jobs/{site.job_id}?limit={PAGE_SIZE}")
+    _shot(page, "job.png")
+    seen: list[str] = []
+    pages = 0
+    while True:
+        rows = _rows(page)
+        assert 0 < len(rows) <= PAGE_SIZE
+        seen += rows
+        pages += 1
+        nxt = page.locator("a[rel=next]")
+        if nxt.count() == 0:
+            break
+        nxt.click()
+        page.wait_for_load_state()
+    assert pages == 3
+    assert len(seen) == len(set(seen)) and set(seen) == site.names
+    # Sorted by p-score, low first, scored images before the one that failed.
+    summary = httpx.get(f"{site.url}/api/v1/jobs/{site.job_id}").json()
+    assert summary["counts"]["total"] == len(site.names)
+    assert watch.external == [] and watch.dialogs == []
+    page.context.close()
+
+
+def test_job_page_counts_histogram_and_downloads(site: Site, browser: Browser) -> None:
+    summary = httpx.get(f"{site.url}/api/v1/jobs/{site.job_id}").json()
+    page, watch = _open(browser, site.url, "dark")
+    page.goto(f"{site.url}/jobs/{site.job_id}")
+    shown = {
+        el.get_attribute("data-verdict"): int(el.inner_text()) for el in page.query_selector_all("dd[data-verdict]")
+    }
+    assert shown == summary["verdicts"]
+    bars = page.query_selector_all("svg.histogram rect.hbar")
+    assert len(bars) == 20
+    scored = len(site.names) - summary["counts"]["errors"]
+    assert sum(int((b.inner_text() or "").split(": ")[1].split()[0]) for b in bars) == scored
+    links = page.eval_on_selector_all(".downloads a", "as => as.map(a => a.getAttribute('href'))")
+    assert links == [
+        f"/api/v1/jobs/{site.job_id}/report.csv",
+        f"/api/v1/jobs/{site.job_id}/report.jsonl",
+        f"/jobs/{site.job_id}/report.html",
+    ]
+    for link in links:
+        assert httpx.get(site.url + link).status_code == 200
+    _shot(page, "job-dark.png")
+    assert watch.external == [] and watch.dialogs == []
+    page.context.close()
+
+
+def test_job_page_filters_change_the_rows(site: Site, browser: Browser) -> None:
+    page, watch = _open(browser, site.url)
+    page.goto(f"{site.url}/jobs/{site.job_id}?limit=100")
+    everything = _rows(page)
+    assert set(everything) == site.names
+    page.select_option("select[name=error_kind]", "not_an_image")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    assert [Path(uri).name for uri in _rows(page)] == ["broken.jpg"]
+    page.goto(f"{site.url}/jobs/{site.job_id}?limit=100&verdict=ai_declared")
+    assert [Path(uri).name for uri in _rows(page)] == ["declared-sd.png"]
+    for label in ("real", "fake", "uncertain"):
+        page.goto(f"{site.url}/jobs/{site.job_id}?limit=100&label={label}")
+        labels = page.eval_on_selector_all("[data-image-uri] td:nth-child(5)", "tds => tds.map(t => t.innerText)")
+        assert set(labels) <= {label}
+    # Sorting by p-score from the high end reverses the scored rows.
+    page.goto(f"{site.url}/jobs/{site.job_id}?limit=100&sort=-p_real")
+    high_first = _rows(page)
+    page.goto(f"{site.url}/jobs/{site.job_id}?limit=100&sort=p_real")
+    low_first = _rows(page)
+    assert high_first[:-1] == list(reversed(low_first[:-1]))
+    # An unknown filter value or a mangled cursor is a message, not a traceback.
+    page.goto(f"{site.url}/jobs/{site.job_id}?verdict=maybe")
+    assert "maybe" in page.inner_text(".message")
+    page.goto(f"{site.url}/jobs/{site.job_id}?cursor=not-a-cursor")
+    assert page.locator(".message").count() == 1
+    response = page.goto(f"{site.url}/jobs/999999")
+    assert response is not None and response.status == 404
+    assert watch.external == [] and watch.dialogs == []
+    page.context.close()
+
+
+def test_hostile_file_name_is_text_on_the_job_page(site: Site, browser: Browser) -> None:
+    page, watch = _open(browser, site.url)
+    page.goto(f"{site.url}/jobs/{site.job_id}?limit=100")
+    hostile = [uri for uri in _rows(page) if uri.endswith(HOSTILE)]
+    assert len(hostile) == 1
+    row = page.locator(f"tr[data-image-uri={json.dumps(hostile[0])}] td.uri")
+    assert row.inner_text() == hostile[0]
+    assert page.locator("img[src=x]").count() == 0
+    assert watch.dialogs == [] and watch.external == []
+    page.context.close()
+
+
+def test_html_report_runs_no_script_and_lists_every_image(site: Site, browser: Browser, tmp_path: Path) -> None:
+    response = httpx.get(f"{site.url}/jobs/{site.job_id}/report.html", timeout=60)
+    assert response.status_code == 200
+    assert "attachment" in response.headers["content-disposition"]
+    report = tmp_path / "report.html"
+    report.write_bytes(response.content)
+    page, watch = _open(browser, None)
+    page.goto(report.as_uri())
+    assert page.evaluate("document.scripts.length") == 0
+    assert set(_rows(page)) == site.names and len(_rows(page)) == len(site.names)
+    assert HOSTILE in page.inner_text("body")
+    assert page.locator("img[src=x]").count() == 0
+    _shot(page, "report.png")
+    assert watch.dialogs == [] and watch.console == [] and watch.external == []
+    page.context.close()
+
+
+def test_submit_a_scan_and_follow_it_live(site: Site, browser: Browser, tmp_path: Path) -> None:
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"m{i}.jpg").write_bytes(jpeg_bytes(30 + i, (120, 90)))
+    page, watch = _open(browser, site.url)
+    page.goto(site.url + "/scan")
+    assert page.locator("select[name=model] option").all_inner_texts() == ["tiny:1 (default) · tiles"]
+    page.fill("textarea[name=sources]", f"{folder}\n")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{site.url}/jobs/*")
+    job_id = int(page.url.split("/jobs/")[1].split("?")[0].split("#")[0])
+    # The job page follows the job by polling the API and reloads itself when it has finished.
+    page.wait_for_selector('[data-job-id][data-status="done"]', timeout=120_000)
+    page.wait_for_function("document.querySelectorAll('[data-image-uri]').length === 3", timeout=60_000)
+    page.goto(site.url + "/jobs")
+    row = page.locator(f'tr[data-job-id="{job_id}"]')
+    assert row.locator('[data-field="status"]').inner_text() == "done"
+    assert row.locator('[data-field="done"]').inner_text() == "3"
+    assert page.locator(f'tr[data-job-id="{site.job_id}"]').count() == 1
+    _shot(page, "jobs.png")
+    # An empty list of sources is a message on the form, not a job.
+    page.goto(site.url + "/scan")
+    page.eval_on_selector("textarea", "el => el.removeAttribute('required')")
+    page.click("button[type=submit]")
+    assert "source" in page.inner_text(".message")
+    assert watch.external == [] and watch.dialogs == []
+    page.context.close()
+
+
+def test_forms_posted_from_another_site_are_refused(site: Site) -> None:
+    evil = {"Origin": "http://evil.example"}
+    response = httpx.post(f"{site.url}/scan", data={"sources": "/etc"}, headers=evil)
+    assert response.status_code == 403
+    response = httpx.post(f"{site.url}/check", data={"url": "http://127.0.0.1:1/x.jpg"}, headers=evil)
+    assert response.status_code == 403
+    same = {"Origin": site.url}
+    response = httpx.post(f"{site.url}/check", data={"url": ""}, headers=same)
+    assert response.status_code == 400 and "choose an image" in response.text
