@@ -293,7 +293,8 @@ def test_job_page_counts_histogram_and_downloads(site: Site, browser: Browser) -
     bars = page.query_selector_all("svg.histogram rect.hbar")
     assert len(bars) == 20
     scored = len(site.names) - summary["counts"]["errors"]
-    assert sum(int((b.inner_text() or "").split(": ")[1].split()[0]) for b in bars) == scored
+    titles = [b.eval_on_selector("title", "t => t.textContent") for b in bars]
+    assert sum(int(title.split(": ")[1].split()[0]) for title in titles) == scored
     links = page.eval_on_selector_all(".downloads a", "as => as.map(a => a.getAttribute('href'))")
     assert links == [
         f"/api/v1/jobs/{site.job_id}/report.csv",
