@@ -287,7 +287,9 @@ def jobs_retry(job_id: int, errors: bool) -> None:
     help="File to write; - for standard output.",
 )
 def report(job_id: int, fmt: str, output: str) -> None:
-    """Write one line per image of JOB_ID: p-score, label, hash, size and any error."""
+    """Write one record per image of JOB_ID: p-score, label, provenance, hash, size and any error.
+
+    html is one self-contained page (thumbnails and histogram inline, no script, no external request)."""
     settings = get_settings()
     with _database(settings).session() as s:
         get_job(s, job_id)

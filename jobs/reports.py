@@ -1,4 +1,4 @@
-"""Reports streamed out of the database: CSV and JSON Lines, one record per image."""
+"""Reports streamed out of the database: CSV, JSON Lines and HTML (jobs.report_html), one record per image."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ COLUMNS = (
     "model",
     "classified_at",
 )
-FORMATS = ("csv", "jsonl")
+FORMATS = ("csv", "jsonl", "html")
 
 # A spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -109,7 +109,7 @@ class SafeCsvWriter:
 
 
 def report_pieces(session: Session, job_id: int, fmt: str) -> Iterator[str]:
-    """The job's report in ``fmt`` as text, one piece per record (a CSV's header first), as rows stream out."""
+    """The job's report in ``fmt`` as text: one piece per record (a CSV's header first), as rows stream."""
     if fmt == "csv":
         buffer = io.StringIO()
         writer = SafeCsvWriter(buffer, COLUMNS)
@@ -121,6 +121,11 @@ def report_pieces(session: Session, job_id: int, fmt: str) -> Iterator[str]:
     elif fmt == "jsonl":
         for record in iter_records(session, job_id):
             yield json.dumps({k: _text(v) for k, v in record.items()}) + "\n"
+    elif fmt == "html":
+        # Imported here: the HTML report builds on this module's records (and browse's counts).
+        from aiscan.jobs.report_html import html_report_pieces
+
+        yield from html_report_pieces(session, job_id)
     else:
         raise ValueError(f"unknown report format {fmt!r}")
 
@@ -134,6 +139,10 @@ def _drain(buffer: io.StringIO) -> str:
 
 def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
     """Write the job's report in ``fmt`` to ``out``; returns the number of records."""
+    if fmt == "html":
+        from aiscan.jobs.report_html import write_html_report
+
+        return write_html_report(session, job_id, out)
     pieces = 0
     for piece in report_pieces(session, job_id, fmt):
         out.write(piece)

@@ -220,6 +220,7 @@ def _decode(classifier: Classifier, trust: TrustAnchors | None, item: _Fetched) 
         )
         return None
     item.row.width, item.row.height, item.row.format = decoded.width, decoded.height, decoded.format
+    item.row.thumbnail = decoded.thumbnail
     item.boxes = decoded.boxes
     return decoded.views
 

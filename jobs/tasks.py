@@ -43,13 +43,15 @@ def task_time_limit(settings: Settings) -> int:
 
 
 class Decoded(Protocol):
-    """An image as its model sees it: the views (n, s, s, 3), their boxes, and the original size."""
+    """An image as its model sees it: the views (n, s, s, 3), their boxes, the original size, and a
+    small JPEG for display (None when there is none)."""
 
     views: np.ndarray
     boxes: list[tuple[int, int, int, int]]
     width: int
     height: int
     format: str
+    thumbnail: bytes | None
 
 
 class Classifier(Protocol):

@@ -14,6 +14,7 @@ from aiscan.model.errors import ModelError
 from aiscan.model.metadata import PreprocessSpec
 from aiscan.model.runner import Runner, load_runner
 from aiscan.model.thresholds import Thresholds
+from aiscan.model.thumbnails import thumbnail
 from aiscan.model.views import Box, aggregate, make_views
 
 # Memory all decodes of one process may hold at once, and the most one image may need.
@@ -25,13 +26,15 @@ _SQUASHING_MODES = frozenset({"resize", "tiles+global"})
 
 @dataclass(frozen=True)
 class ImageViews:
-    """One image as its model sees it: ``views`` (n, s, s, 3) uint8 and their boxes; the original size."""
+    """One image as its model sees it: ``views`` (n, s, s, 3) uint8 and their boxes; the original size;
+    a small JPEG for display (model.thumbnails)."""
 
     views: np.ndarray
     boxes: list[Box]
     width: int
     height: int
     format: str
+    thumbnail: bytes | None = None
 
 
 @dataclass
@@ -74,9 +77,11 @@ class ImageClassifier:
             with budget.reserve(need):
                 full = opened.decode()
                 views = make_views(full.pixels, self.preprocess, self.runner.input_size)
+                # Made from the native pixels while they are here, so pages never need the image again.
+                small = thumbnail(full.pixels)
                 width, height, fmt = full.width, full.height, full.format
                 del full  # the native pixels leave before the memory they held is handed on
-        return ImageViews(views.pixels, views.boxes, width, height, fmt)
+        return ImageViews(views.pixels, views.boxes, width, height, fmt, small)
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         return self.runner.predict(pixels)

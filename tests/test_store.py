@@ -35,14 +35,14 @@ def test_migrations_create_the_orm_schema_and_roll_back(url: str) -> None:
     assert store_db.current_revision(engine) is None
     store_db.upgrade(engine)
     assert store_db.current_revision(engine) == store_db.head_revision()
-    assert _tables(engine) == {"models", "jobs", "chunks", "results"}
+    assert _tables(engine) == {"models", "jobs", "chunks", "results", "thumbnails"}
     with engine.connect() as conn:
         # The migrations and the ORM models describe the same schema: autogenerate finds nothing.
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     store_db.downgrade(engine, "base")
     assert _tables(engine) == set()
     store_db.upgrade(engine)
-    assert _tables(engine) == {"models", "jobs", "chunks", "results"}
+    assert _tables(engine) == {"models", "jobs", "chunks", "results", "thumbnails"}
     engine.dispose()
 
 

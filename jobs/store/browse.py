@@ -197,7 +197,9 @@ def _by_p_real(
         query = select(Result).where(*where, Result.p_real.is_(None))
         if in_unscored and after is not None:
             query = query.where(Result.id > after.id)
-        rows += session.scalars(query.order_by(Result.id).limit(want - len(rows)))
+        # Ordered by p_real too, though all NULL: that is the index's order, so no planner prefers
+        # walking the primary key and filtering.
+        rows += session.scalars(query.order_by(Result.p_real, Result.id).limit(want - len(rows)))
     return rows
 
 
