@@ -104,7 +104,7 @@ class SafeCsvWriter:
 
 
 def report_pieces(session: Session, job_id: int, fmt: str) -> Iterator[str]:
-    """The job's report in ``fmt`` as text, one piece per record (a CSV's header first), as rows stream out."""
+    """The job's report in ``fmt`` as text: one piece per record (a CSV's header first), as rows stream."""
     if fmt == "csv":
         buffer = io.StringIO()
         writer = SafeCsvWriter(buffer, COLUMNS)
