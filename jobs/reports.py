@@ -61,9 +61,14 @@ def iter_records(session: Session, job_id: int, batch: int = 2000) -> Iterator[d
         .execution_options(yield_per=batch)
     )
     for result, name, version in session.execute(query):
-        record = {col: getattr(result, col, None) for col in COLUMNS}
-        record["model"] = f"{name}:{version}"
-        yield record
+        yield record_of(result, name, version)
+
+
+def record_of(result: Result, model_name: str, model_version: int) -> dict[str, Any]:
+    """One result row as a report record: the values of :data:`COLUMNS`, its model as ``name:version``."""
+    record = {col: getattr(result, col, None) for col in COLUMNS}
+    record["model"] = f"{model_name}:{model_version}"
+    return record
 
 
 def _text(value: Any) -> Any:

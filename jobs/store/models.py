@@ -16,6 +16,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
+    PrimaryKeyConstraint,
     String,
     Text,
     TypeDecorator,
@@ -142,6 +144,9 @@ class Result(Base):
         # Keyed by a hash (0005): a raw ref may be longer than an index row may be, or hold NUL.
         UniqueConstraint("job_id", "uri_key", name="uq_results_job_key"),
         Index("ix_results_sha256_model", "sha256", "model_id"),
+        # Browsing (0007): keyset pages by p-score, and counts by verdict, without reading the whole job.
+        Index("ix_results_job_p_real", "job_id", "p_real", "id"),
+        Index("ix_results_job_verdict", "job_id", "verdict"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -176,6 +181,19 @@ class Result(Base):
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Thumbnail(Base):
+    """A small JPEG of one image of a job, made at scan time for pages and HTML reports (0007).
+
+    Keyed like its result row, so a redelivered chunk replaces it; never read by the model."""
+
+    __tablename__ = "thumbnails"
+    __table_args__ = (PrimaryKeyConstraint("job_id", "uri_key", name="pk_thumbnails"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    uri_key: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 @dataclass(slots=True)
 class ResultRow:
     """What a chunk learnt about one image, before it is written as a :class:`Result` of a job.
@@ -202,3 +220,5 @@ class ResultRow:
     source_type: str | None = None
     c2pa_state: str | None = None
     evidence: dict[str, Any] | None = None
+    # Not a results column: written to `thumbnails` beside the row (operations.ROW_ONLY).
+    thumbnail: bytes | None = None

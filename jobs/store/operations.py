@@ -11,13 +11,22 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, func, select, update
+from sqlalchemy import String, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from aiscan.jobs.store.db import Database, DatabaseError, driver_error, is_transient
-from aiscan.jobs.store.models import Chunk, ChunkStatus, DetectorModel, Job, JobStatus, Result, ResultRow
+from aiscan.jobs.store.models import (
+    Chunk,
+    ChunkStatus,
+    DetectorModel,
+    Job,
+    JobStatus,
+    Result,
+    ResultRow,
+    Thumbnail,
+)
 from aiscan.jobs.store.queries import count_open_chunks, get_job, open_chunks
 from aiscan.jobs.store.refs import display_ref, original_ref, storable_text, stored_original, uri_key
 from aiscan.model.errors import ErrorKind
@@ -303,8 +312,14 @@ def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[
         }
 
 
+# Fields of a row that are not results columns: the thumbnail goes to its own table.
+ROW_ONLY = frozenset({"thumbnail"})
 # What a second delivery of a row replaces: everything but its key.
-_UPDATED_COLUMNS = [f.name for f in fields(ResultRow)] + ["ref", "model_id", "classified_at"]
+_UPDATED_COLUMNS = [f.name for f in fields(ResultRow) if f.name not in ROW_ONLY] + [
+    "ref",
+    "model_id",
+    "classified_at",
+]
 # The character limits of the result's String columns; a longer value (an ETag, say) is cut.
 _LIMITS = {c.name: c.type.length for c in Result.__table__.columns if isinstance(c.type, String)}
 
@@ -319,6 +334,7 @@ def _values(row: ResultRow) -> dict[str, Any]:
     values = {
         name: storable_text(value, _LIMITS.get(name)) if isinstance(value, str) else value
         for name, value in asdict(row).items()
+        if name not in ROW_ONLY
     }
     values["image_uri"] = display_ref(row.image_uri)
     values["uri_key"] = uri_key(row.image_uri)
@@ -348,6 +364,25 @@ def upsert_results(
     else:
         raise DatabaseError(f"unsupported database backend {dialect!r}: use SQLite or PostgreSQL")
     extra = {"job_id": job_id, "model_id": model_id, "classified_at": classified_at}
+    unique = _unique_rows(rows)
     # RETURNING makes SQLAlchemy send multi-row INSERTs (insertmanyvalues) rather than psycopg's pipelined
     # executemany, whose failure on a refused value leaves an "error ignored terminating" warning on stderr.
-    session.execute(stmt.returning(Result.id), [_values(row) | extra for row in _unique_rows(rows)])
+    session.execute(stmt.returning(Result.id), [_values(row) | extra for row in unique])
+    _upsert_thumbnails(session, dialect, job_id, unique)
+
+
+def _upsert_thumbnails(session: Session, dialect: str, job_id: int, rows: Sequence[ResultRow]) -> None:
+    """The rows' thumbnails, in the rows' transaction; a row without one (a failure, a reused score)
+    drops any an earlier delivery left, so a thumbnail always shows the row's current content."""
+    keys = {uri_key(row.image_uri): row.thumbnail for row in rows}
+    stale = [key for key, data in keys.items() if data is None]
+    if stale:
+        session.execute(delete(Thumbnail).where(Thumbnail.job_id == job_id, Thumbnail.uri_key.in_(stale)))
+    fresh = [{"job_id": job_id, "uri_key": key, "data": data} for key, data in keys.items() if data]
+    if not fresh:
+        return
+    insert = pg_insert(Thumbnail) if dialect == "postgresql" else sqlite_insert(Thumbnail)
+    stmt = insert.on_conflict_do_update(
+        index_elements=["job_id", "uri_key"], set_={"data": insert.excluded.data}
+    )
+    session.execute(stmt.returning(Thumbnail.uri_key), fresh)
