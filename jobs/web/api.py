@@ -82,10 +82,10 @@ async def classify(request: Request) -> dict[str, Any]:
         try:
             body = json.loads(await request.body())
         except ValueError:
-            raise BadInput("the body is not valid JSON: send {\"url\": \"https://...\"}") from None
+            raise BadInput('the body is not valid JSON: send {"url": "https://..."}') from None
         url = body.get("url") if isinstance(body, dict) else None
         if not isinstance(url, str) or not url.strip():
-            raise BadInput("send {\"url\": \"https://...\"} with the image's http(s) URL")
+            raise BadInput('send {"url": "https://..."} with the image\'s http(s) URL')
         return await run_in_threadpool(services.classify_url, url)
     raise BadInput("send multipart/form-data with a `file`, or application/json with a `url`")
 

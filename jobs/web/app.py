@@ -46,7 +46,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(WebError, _web_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(AiscanError, _aiscan_error)  # type: ignore[arg-type]
-    app.add_middleware(metrics.LatencyMiddleware, registry=metrics.registry_of(app, services))
+    app.add_middleware(
+        metrics.LatencyMiddleware,
+        registry=metrics.registry_of(app, services),
+        prefixes={id(route): API_PREFIX for route in api.router.routes},
+    )
     app.add_middleware(SecurityMiddleware, settings=settings)
     return app
 

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram,
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aiscan.jobs.store.db import Database
@@ -41,7 +41,7 @@ class StoreCollector(Collector):
                 verdicts.add_metric([verdict or "none"], count)
             errors = select(Result.error_kind, func.count()).where(Result.error_kind.is_not(None))
             for kind, count in s.execute(errors.group_by(Result.error_kind)):
-                kinds.add_metric([kind], count)
+                kinds.add_metric([kind or "none"], count)
             for status, count in s.execute(select(Job.status, func.count()).group_by(Job.status)):
                 jobs.add_metric([status], count)
         return [verdicts, kinds, jobs]
@@ -71,9 +71,12 @@ def registry_of(app: FastAPI, services: WebServices) -> AppMetrics:
 class LatencyMiddleware:
     """Observes each HTTP request's duration under its route's template (/api/v1/jobs/{job_id})."""
 
-    def __init__(self, app: ASGIApp, registry: AppMetrics) -> None:
+    def __init__(self, app: ASGIApp, registry: AppMetrics, prefixes: dict[int, str]) -> None:
         self.app = app
         self.metrics = registry
+        # The prefix an included router's routes were mounted under, by id of route: a route's own
+        # path does not carry it.
+        self.prefixes = prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,18 +93,18 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            self.metrics.latency.labels(scope["method"], _template(scope), str(status[0])).observe(
+            template = self._template(scope.get("route"))
+            self.metrics.latency.labels(scope["method"], template, str(status[0])).observe(
                 time.perf_counter() - started
             )
 
-
-def _template(scope: Scope) -> str:
-    route: BaseRoute | None = scope.get("route")
-    path = getattr(route, "path", None)
-    if not isinstance(path, str):
-        return UNMATCHED
-    # A mount (static files) keeps its prefix only: file names would make one series each.
-    return path + "/{path}" if route is not None and type(route).__name__ == "Mount" else path
+    def _template(self, route: BaseRoute | None) -> str:
+        path = getattr(route, "path", None)
+        if route is None or not isinstance(path, str):
+            return UNMATCHED
+        if isinstance(route, Mount):  # static files: one series for the mount, not one per file
+            return path + "/{path}"
+        return self.prefixes.get(id(route), "") + path
 
 
 @router.get("/metrics")

@@ -17,6 +17,7 @@ from aiscan.jobs.errors import AiscanError, FetchError
 from aiscan.jobs.scoring import score_bytes, trust_anchors
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch
+from aiscan.jobs.store.browse import ResultFilter, Sort, results_page, thumbnail_of
 from aiscan.jobs.store.db import Database, open_database
 from aiscan.jobs.store.models import DetectorModel
 from aiscan.jobs.store.queries import get_job, list_models, resolve_model
@@ -186,20 +187,16 @@ class WebServices:
         verdict: str | None = None,
         label: str | None = None,
         error_kind: str | None = None,
-        sort: str = "p_real",
+        sort: Sort = "p_real",
     ) -> dict[str, Any]:
         """One page of a job's results: {"items": [...], "next_cursor": str | None}."""
-        from aiscan.jobs.store.browse import ResultFilter, results_page
-
         filters = ResultFilter(verdict=verdict, label=label, error_kind=error_kind)
         with self.db.session() as s:
             get_job(s, job_id)
-            page = results_page(s, job_id, limit=limit, cursor=cursor, filters=filters, sort=sort)  # type: ignore[arg-type]
+            page = results_page(s, job_id, limit=limit, cursor=cursor, filters=filters, sort=sort)
         return {"items": page.items, "next_cursor": page.next_cursor}
 
     def thumbnail(self, job_id: int, result_id: int) -> bytes | None:
         """The stored JPEG thumbnail of one result of a job, or None."""
-        from aiscan.jobs.store.browse import thumbnail_of
-
         with self.db.session() as s:
             return thumbnail_of(s, job_id, result_id)
