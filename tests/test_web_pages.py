@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from images import jpeg_bytes, png_bytes
 from metadata_images import a1111_png
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, Route, sync_playwright
 from tinymodels import save_tiny_classifier
 from webserver import serve
 
@@ -48,7 +48,7 @@ class Site:
 
 @dataclass
 class Watch:
-    """What a page did that a test asserts on: requests it tried outside the server, dialogs, console lines."""
+    """What a page did: requests it tried outside the server, dialogs it opened, console lines."""
 
     external: list[str] = field(default_factory=list)
     dialogs: list[str] = field(default_factory=list)
@@ -121,9 +121,8 @@ def _open(browser: Browser, site_url: str | None, scheme: str = "light") -> tupl
 
     def guard(route: Route) -> None:
         url = route.request.url
-        if site_url is not None and (url == site_url or url.startswith(site_url + "/")):
-            route.continue_()
-        elif url.startswith("file://") and site_url is None:
+        allowed = url.startswith("file://") if site_url is None else url.startswith(site_url + "/")
+        if allowed:
             route.continue_()
         else:
             watch.external.append(url)
@@ -131,7 +130,12 @@ def _open(browser: Browser, site_url: str | None, scheme: str = "light") -> tupl
 
     context.route("**/*", guard)
     page = context.new_page()
-    page.on("dialog", lambda d: (watch.dialogs.append(d.message), d.dismiss()))
+
+    def dialog(d: Dialog) -> None:
+        watch.dialogs.append(d.message)
+        d.dismiss()
+
+    page.on("dialog", dialog)
     page.on("console", lambda m: watch.console.append(f"{m.type}: {m.text}"))
     return page, watch
 
@@ -143,6 +147,13 @@ def _shot(page: Page, name: str) -> None:
 
 def _rows(page: Page) -> list[str]:
     return page.eval_on_selector_all("[data-image-uri]", "rows => rows.map(r => r.dataset.imageUri)")
+
+
+def _result(page: Page) -> Locator:
+    """The check page's result element, once it is there."""
+    result = page.locator("[data-p-real]")
+    result.wait_for()
+    return result
 
 
 def _api_check(site: Site, data: bytes, name: str = "x.jpg") -> dict[str, Any]:
@@ -162,7 +173,7 @@ def test_check_an_uploaded_image_shows_the_api_score(site: Site, browser: Browse
         page.goto(site.url + "/")
         page.set_input_files("input[name=file]", str(upload))
         page.click("button[type=submit]")
-        result = page.wait_for_selector("[data-p-real]")
+        result = _result(page)
         score = float(result.get_attribute("data-p-real") or "nan")
         assert 0.0 <= score <= 1.0
         assert score == expected["p_real"]
@@ -171,8 +182,8 @@ def test_check_an_uploaded_image_shows_the_api_score(site: Site, browser: Browse
         src = page.get_attribute(".figure img", "src") or ""
         assert src.startswith("data:image/jpeg;base64,")
         assert page.is_visible(".figure svg.overlay rect.tile")
-        x, y, w, h = (int(v) for v in expected["tile_box"].split(","))
-        assert page.get_attribute(".figure svg.overlay rect.tile", "width") == str(w)
+        box = [page.get_attribute(".figure svg.overlay rect.tile", a) for a in ("x", "y", "width", "height")]
+        assert ",".join(v or "" for v in box) == expected["tile_box"]
         assert page.locator(".figcaption .name").inner_text() == "holiday.jpg"
         _shot(page, f"check-{scheme}.png")
         assert watch.external == [] and watch.dialogs == []
@@ -186,7 +197,7 @@ def test_check_shows_provenance_evidence(site: Site, browser: Browser, tmp_path:
     page.goto(site.url + "/")
     page.set_input_files("input[name=file]", str(upload))
     page.click("button[type=submit]")
-    result = page.wait_for_selector("[data-p-real]")
+    result = _result(page)
     assert result.get_attribute("data-verdict") == "ai_declared"
     facts = page.inner_text("dl.facts")
     assert "Stable Diffusion" in facts or "a1111" in facts.lower() or "automatic1111" in facts.lower()
@@ -203,7 +214,7 @@ def test_check_a_url_fetched_through_the_guard(site: Site, browser: Browser, htt
     page.goto(site.url + "/")
     page.fill("input[name=url]", image_url)
     page.click("button[type=submit]")
-    result = page.wait_for_selector("[data-p-real]")
+    result = _result(page)
     assert float(result.get_attribute("data-p-real") or "nan") == _api_check(site, data)["p_real"]
     assert (page.get_attribute(".figure img", "src") or "").startswith("data:image/jpeg;base64,")
     # The page fetched the image on the server; the browser itself never asked the image's host.
@@ -234,7 +245,8 @@ def test_check_errors_are_messages(
         page.eval_on_selector("input[name=url]", "el => el.type = 'text'")
         page.fill("input[name=url]", url)
     page.click("button[type=submit]")
-    message = page.wait_for_selector(".message")
+    message = page.locator(".message")
+    message.wait_for()
     text = message.inner_text()
     assert words in text and "Traceback" not in page.content()
     assert message.get_attribute("data-error-kind") == kind
@@ -286,9 +298,8 @@ def test_job_page_counts_histogram_and_downloads(site: Site, browser: Browser) -
     summary = httpx.get(f"{site.url}/api/v1/jobs/{site.job_id}").json()
     page, watch = _open(browser, site.url, "dark")
     page.goto(f"{site.url}/jobs/{site.job_id}")
-    shown = {
-        el.get_attribute("data-verdict"): int(el.inner_text()) for el in page.query_selector_all("dd[data-verdict]")
-    }
+    tally = page.query_selector_all("dd[data-verdict]")
+    shown = {el.get_attribute("data-verdict"): int(el.inner_text()) for el in tally}
     assert shown == summary["verdicts"]
     bars = page.query_selector_all("svg.histogram rect.hbar")
     assert len(bars) == 20
@@ -321,7 +332,7 @@ def test_job_page_filters_change_the_rows(site: Site, browser: Browser) -> None:
     assert [Path(uri).name for uri in _rows(page)] == ["declared-sd.png"]
     for label in ("real", "fake", "uncertain"):
         page.goto(f"{site.url}/jobs/{site.job_id}?limit=100&label={label}")
-        labels = page.eval_on_selector_all("[data-image-uri] td:nth-child(5)", "tds => tds.map(t => t.innerText)")
+        labels = page.locator("[data-image-uri] td:nth-child(5)").all_inner_texts()
         assert set(labels) <= {label}
     # Sorting by p-score from the high end reverses the scored rows.
     page.goto(f"{site.url}/jobs/{site.job_id}?limit=100&sort=-p_real")
@@ -352,7 +363,9 @@ def test_hostile_file_name_is_text_on_the_job_page(site: Site, browser: Browser)
     page.context.close()
 
 
-def test_html_report_runs_no_script_and_lists_every_image(site: Site, browser: Browser, tmp_path: Path) -> None:
+def test_html_report_runs_no_script_and_lists_every_image(
+    site: Site, browser: Browser, tmp_path: Path
+) -> None:
     response = httpx.get(f"{site.url}/jobs/{site.job_id}/report.html", timeout=60)
     assert response.status_code == 200
     assert "attachment" in response.headers["content-disposition"]

@@ -11,20 +11,31 @@ import base64
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from starlette.concurrency import run_in_threadpool
 
 from aiscan.jobs.console import _VERDICTS as VERDICT_ORDER
 from aiscan.jobs.errors import AiscanError, FetchError, NotFound
-from aiscan.jobs.store.browse import ERROR_KINDS, LABELS, MAX_LIMIT, VERDICTS
-from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.sources import fetch
-from aiscan.jobs.store.browse import p_real_histogram, verdict_counts
+from aiscan.jobs.store.browse import (
+    ERROR_KINDS,
+    LABELS,
+    MAX_LIMIT,
+    VERDICTS,
+    BadFilter,
+    Sort,
+    p_real_histogram,
+    verdict_counts,
+)
+from aiscan.jobs.store.browse import (
+    SORTS as SORT_KEYS,
+)
+from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.web.present import evidence_items, histogram_layout, tile_rect
 from aiscan.jobs.web.services import BadInput, ImageRejected, WebError, WebServices
 from aiscan.model.provenance.containers import sniff_mime
@@ -32,7 +43,11 @@ from aiscan.model.provenance.containers import sniff_mime
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 PAGE_LIMIT = 50  # results per job page unless ?limit= says otherwise
 JOBS_LIMIT = 50
-SORTS = (("p_real", "p-score, low (AI-like) first"), ("-p_real", "p-score, high first"), ("image_uri", "image"))
+SORTS = (
+    ("p_real", "p-score, low (AI-like) first"),
+    ("-p_real", "p-score, high first"),
+    ("image_uri", "image"),
+)
 # Images a browser shows; others (TIFF) are checked but not displayed.
 SHOWABLE = frozenset({"image/jpeg", "image/png", "image/webp", "image/gif", "image/bmp", "image/avif"})
 VERDICT_TEXT = {
@@ -88,7 +103,9 @@ def _services(request: Request) -> WebServices:
     return services
 
 
-def _error_page(status: int, message: str, heading: str = "Something went wrong", back: str = "/") -> HTMLResponse:
+def _error_page(
+    status: int, message: str, heading: str = "Something went wrong", back: str = "/"
+) -> HTMLResponse:
     back_text = {"/": "Check an image", "/jobs": "All jobs", "/scan": "Submit a scan"}.get(back, "Back")
     return render(
         "error.html",
@@ -156,7 +173,7 @@ def _check_page(
 
 
 def _fetch_url(services: WebServices, url: str) -> bytes:
-    """The bytes at an http(s) URL through the sources' SSRF guard (the page shows them, so it fetches once)."""
+    """The bytes at an http(s) URL, fetched through the sources' SSRF guard (the page shows them too)."""
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise BadInput("give an http:// or https:// URL of an image")
@@ -228,6 +245,8 @@ def job_page(
     """One job: counts, histogram, and one filtered, sorted page of its results."""
     services = _services(request)
     try:
+        if sort not in SORT_KEYS:
+            raise BadFilter(f"unknown sort {sort!r}: use one of {', '.join(SORT_KEYS)}")
         job = services.job(job_id)
         page = services.results(
             job_id,
@@ -236,7 +255,7 @@ def job_page(
             verdict=verdict or None,
             label=label or None,
             error_kind=error_kind or None,
-            sort=sort,
+            sort=cast(Sort, sort),
         )
         with services.db.session() as session:
             verdicts = verdict_counts(session, job_id)
@@ -262,13 +281,15 @@ def job_page(
         cursor=cursor,
         options={"verdicts": VERDICTS, "labels": LABELS, "error_kinds": ERROR_KINDS, "sorts": SORTS},
         first_href=_job_href(job_id, **filters, sort=sort, limit=limit),
-        next_href=_job_href(job_id, **filters, sort=sort, limit=limit, cursor=next_cursor) if next_cursor else None,
+        next_href=(
+            _job_href(job_id, **filters, sort=sort, limit=limit, cursor=next_cursor) if next_cursor else None
+        ),
     )
 
 
 @router.get("/jobs/{job_id}/report.html")
 def job_report_html(request: Request, job_id: int) -> Response:
-    """The self-contained HTML report, streamed as a download (the same file `aiscan report --format html`)."""
+    """The self-contained HTML report streamed as a download: `aiscan report --format html`'s file."""
     services = _services(request)
     try:
         chunks: Iterator[str] = services.report_lines(job_id, "html")

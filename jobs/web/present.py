@@ -85,7 +85,7 @@ class Histogram:
 
 
 def histogram_layout(counts: list[int], width: int = 400, height: int = 130) -> Histogram:
-    """SVG geometry of a p-score histogram: one bar per bin of [0, 1]; bins coloured by which end they lean to."""
+    """SVG geometry of a p-score histogram: one bar per bin of [0, 1], coloured by the end it leans to."""
     base = height - 16  # room for the axis labels
     peak = max(counts, default=0)
     n = max(len(counts), 1)
