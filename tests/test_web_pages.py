@@ -7,6 +7,7 @@ request to anything but the test server is blocked and recorded; each test asser
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from images import jpeg_bytes, png_bytes
 from metadata_images import a1111_png
-from playwright.sync_api import Browser, Dialog, Locator, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, Route, expect, sync_playwright
 from tinymodels import save_tiny_classifier
 from webserver import serve
 
@@ -142,6 +143,12 @@ def _open(browser: Browser, site_url: str | None, scheme: str = "light") -> tupl
 
 def _shot(page: Page, name: str) -> None:
     SHOTS.mkdir(exist_ok=True)
+    # Lazy thumbnails below the window would be blank in a full-page shot: load them all first.
+    page.eval_on_selector_all("img[loading=lazy]", "imgs => imgs.forEach(i => i.loading = 'eager')")
+    page.evaluate(
+        "Promise.all([...document.images].map("
+        "i => i.complete ? 0 : new Promise(r => { i.onload = i.onerror = r; })))"
+    )
     page.screenshot(path=str(SHOTS / name), full_page=True)
 
 
@@ -245,7 +252,7 @@ def test_check_errors_are_messages(
         page.eval_on_selector("input[name=url]", "el => el.type = 'text'")
         page.fill("input[name=url]", url)
     page.click("button[type=submit]")
-    message = page.locator(".message")
+    message = page.locator(".message[data-error-kind]")
     message.wait_for()
     text = message.inner_text()
     assert words in text and "Traceback" not in page.content()
@@ -253,6 +260,28 @@ def test_check_errors_are_messages(
     assert page.locator("[data-p-real]").count() == 0
     assert watch.external == [] and watch.dialogs == []
     page.context.close()
+
+
+def test_a_file_over_the_upload_cap_is_a_message(site: Site, browser: Browser, tmp_path: Path) -> None:
+    from aiscan.jobs.settings import get_settings
+
+    big = tmp_path / "big.png"
+    big.write_bytes(png_bytes(6, (300, 300)))
+    capped = dataclasses.replace(get_settings(), max_upload_bytes=4096)
+    with serve(capped) as url:
+        page, watch = _open(browser, url)
+        page.goto(url + "/")
+        page.set_input_files("input[name=file]", str(big))
+        page.click("button[type=submit]")
+        message = page.locator("[data-too-large]")
+        message.wait_for()
+        assert "at most 4096 bytes" in message.inner_text()
+        assert page.url == url + "/" and page.locator("[data-p-real]").count() == 0
+        # The server refuses it as well, whatever the page does.
+        response = httpx.post(url + "/check", files={"file": ("big.png", big.read_bytes())})
+        assert response.status_code == 413
+        assert watch.external == [] and watch.dialogs == []
+        page.context.close()
 
 
 def test_hostile_file_name_is_text_on_the_check_page(site: Site, browser: Browser, tmp_path: Path) -> None:
@@ -357,7 +386,8 @@ def test_hostile_file_name_is_text_on_the_job_page(site: Site, browser: Browser)
     hostile = [uri for uri in _rows(page) if uri.endswith(HOSTILE)]
     assert len(hostile) == 1
     row = page.locator(f"tr[data-image-uri={json.dumps(hostile[0])}] td.uri")
-    assert row.inner_text() == hostile[0]
+    assert row.locator(".name").inner_text() == HOSTILE
+    assert row.locator(".folder").inner_text() + HOSTILE == hostile[0]
     assert page.locator("img[src=x]").count() == 0
     assert watch.dialogs == [] and watch.external == []
     page.context.close()
@@ -396,7 +426,7 @@ def test_submit_a_scan_and_follow_it_live(site: Site, browser: Browser, tmp_path
     job_id = int(page.url.split("/jobs/")[1].split("?")[0].split("#")[0])
     # The job page follows the job by polling the API and reloads itself when it has finished.
     page.wait_for_selector('[data-job-id][data-status="done"]', timeout=120_000)
-    page.wait_for_function("document.querySelectorAll('[data-image-uri]').length === 3", timeout=60_000)
+    expect(page.locator("[data-image-uri]")).to_have_count(3, timeout=60_000)
     page.goto(site.url + "/jobs")
     row = page.locator(f'tr[data-job-id="{job_id}"]')
     assert row.locator('[data-field="status"]').inner_text() == "done"

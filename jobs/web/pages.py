@@ -77,6 +77,12 @@ def _when(value: str | None) -> str:
         return value
 
 
+def _split_uri(uri: str) -> tuple[str, str]:
+    """An image address as (folder or prefix, file name): the name leads in a narrow column."""
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    return (folder + "/", name) if folder else ("", uri)
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
@@ -87,6 +93,7 @@ def _environment() -> Environment:
     )
     env.filters["verdict_order"] = _verdict_order
     env.filters["when"] = _when
+    env.filters["split_uri"] = _split_uri
     return env
 
 
@@ -142,6 +149,7 @@ def _cross_site() -> HTMLResponse:
 
 
 def _check_page(
+    services: WebServices,
     status: int = 200,
     *,
     result: dict[str, Any] | None = None,
@@ -160,6 +168,7 @@ def _check_page(
         "check.html",
         status,
         here="check",
+        max_bytes=services.settings.max_upload_bytes,
         result=result,
         image_src=image_src,
         source_name=name,
@@ -184,8 +193,8 @@ def _fetch_url(services: WebServices, url: str) -> bytes:
 
 
 @router.get("/", response_class=HTMLResponse)
-def check_form() -> HTMLResponse:
-    return _check_page()
+def check_form(request: Request) -> HTMLResponse:
+    return _check_page(_services(request))
 
 
 @router.post("/check", response_class=HTMLResponse)
@@ -210,11 +219,12 @@ async def check(
             result = await run_in_threadpool(services.classify, data, url)
             name = url
         else:
-            return _check_page(400, error="choose an image file or enter an image URL")
+            return _check_page(services, 400, error="choose an image file or enter an image URL")
     except (WebError, AiscanError) as exc:
         status = exc.status if isinstance(exc, WebError) else 400
-        return _check_page(status, url=url, error=str(exc), error_kind=getattr(exc, "error_kind", None))
-    return _check_page(result=result, data=data, name=name, url=url)
+        kind = getattr(exc, "error_kind", None)
+        return _check_page(services, status, url=url, error=str(exc), error_kind=kind)
+    return _check_page(services, result=result, data=data, name=name, url=url)
 
 
 # ---------------------------------------------------------------- jobs

@@ -58,6 +58,26 @@
       .catch(function () { window.setTimeout(function () { poll(el); }, PERIOD_MS * 4); });
   }
 
+  // A file over the server's upload cap is refused by the server with a bare 413; say so before sending it.
+  document.querySelectorAll("form[data-max-bytes]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      var max = Number(form.getAttribute("data-max-bytes"));
+      var input = form.querySelector('input[type="file"]');
+      var file = input && input.files && input.files[0];
+      var message = form.querySelector("[data-too-large]");
+      if (file && max && file.size > max) {
+        event.preventDefault();
+        if (message) {
+          message.textContent = "This file is " + file.size + " bytes; the server takes at most " + max +
+            " bytes (AISCAN_MAX_UPLOAD_BYTES).";
+          message.hidden = false;
+        }
+      } else if (message) {
+        message.hidden = true;
+      }
+    });
+  });
+
   document.querySelectorAll("[data-job-id][data-live]").forEach(function (el) {
     window.setTimeout(function () { poll(el); }, PERIOD_MS);
   });
