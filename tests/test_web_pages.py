@@ -468,3 +468,22 @@ def test_forms_posted_from_another_site_are_refused(site: Site) -> None:
     same = {"Origin": site.url}
     response = httpx.post(f"{site.url}/check", data={"url": ""}, headers=same)
     assert response.status_code == 400 and "choose an image" in response.text
+
+
+def test_evidence_lines_and_tile_boxes() -> None:
+    from aiscan.jobs.web.present import evidence_items, histogram_layout, tile_rect
+
+    evidence = {"c2pa": {"signer": {"issuer": "Example CA"}, "actions": ["c2pa.created"]}, "empty": None}
+    assert evidence_items(evidence) == [("c2pa.signer.issuer", "Example CA"), ("c2pa.actions", "c2pa.created")]
+    assert evidence_items({"notes": [{"a": True}]}) == [("notes[0].a", "yes")]
+    assert evidence_items(None) == []
+    image = {"width": 100, "height": 80}
+    assert tile_rect({**image, "tile_box": "60,40,40,40"}) is not None
+    # A box outside the image, or one that does not parse, is not drawn.
+    assert tile_rect({**image, "tile_box": "80,40,40,40"}) is None
+    assert tile_rect({**image, "tile_box": "1,2,3"}) is None
+    assert tile_rect({**image, "tile_box": None}) is None
+    layout = histogram_layout([0, 2, 4, 0])
+    assert [bar.count for bar in layout.bars] == [0, 2, 4, 0] and layout.peak == 4 and layout.total == 6
+    assert layout.bars[2].h == 2 * layout.bars[1].h and layout.bars[0].h == 0
+    assert histogram_layout([]).bars == []
