@@ -474,7 +474,8 @@ def test_evidence_lines_and_tile_boxes() -> None:
     from aiscan.jobs.web.present import evidence_items, histogram_layout, tile_rect
 
     evidence = {"c2pa": {"signer": {"issuer": "Example CA"}, "actions": ["c2pa.created"]}, "empty": None}
-    assert evidence_items(evidence) == [("c2pa.signer.issuer", "Example CA"), ("c2pa.actions", "c2pa.created")]
+    lines = evidence_items(evidence)
+    assert lines == [("c2pa.signer.issuer", "Example CA"), ("c2pa.actions", "c2pa.created")]
     assert evidence_items({"notes": [{"a": True}]}) == [("notes[0].a", "yes")]
     assert evidence_items(None) == []
     image = {"width": 100, "height": 80}
