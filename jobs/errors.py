@@ -10,6 +10,8 @@ Every error aiscan raises on purpose, and where it ends::
     |   +-- DatabaseError ...... (jobs.store.db) database unreachable or its schema is not at head
     |   +-- BrokerError ........ (jobs.app) the broker cannot take a task; a job it refused is failed
     |   +-- ReportError ........ (jobs.reports) a report file that cannot be written where asked
+    |   +-- BrowseError ........ (jobs.store.browse) a results page asked for with an unknown filter,
+    |   |                        sort or limit (BadFilter), or a cursor it never handed out (BadCursor)
     |   +-- TransientFetchError  storage down: a worker retries the task with backoff and, after the
     |                            last retry, records the chunk's images as `unavailable` rows
     +-- FetchError ............. one image ref: a result row with its ``error_kind``, the job goes on

@@ -159,7 +159,8 @@ def test_unscored_rows_come_last_in_both_directions_even_across_a_page_boundary(
     rows += [ResultRow(f"/s/{i}", p_real=p, label="real") for i, p in enumerate([0.9, 0.1, 0.5])]
     with db.session() as s:
         upsert_results(s, job_id, model_id, rows, classified_at=datetime.now(UTC))
-    for sort, scores in (("p_real", [0.1, 0.5, 0.9]), ("-p_real", [0.9, 0.5, 0.1])):
+    orders: list[tuple[Sort, list[float]]] = [("p_real", [0.1, 0.5, 0.9]), ("-p_real", [0.9, 0.5, 0.1])]
+    for sort, scores in orders:
         with db.session() as s:
             first = results_page(s, job_id, limit=4, cursor=None, filters=ResultFilter(), sort=sort)
             assert first.next_cursor is not None
@@ -212,7 +213,7 @@ def test_cursors_that_were_not_handed_out_for_the_query_are_refused(tmp_path: Pa
     # A well-formed cursor of another query: another sort, filter or job.
     for kwargs in ({"sort": "-p_real"}, {"filters": ResultFilter(label="fake")}, {"job": other_job}):
         with pytest.raises(BadCursor, match="another job, sort or filter"):
-            page(good, **kwargs)  # type: ignore[arg-type]
+            page(good, **kwargs)
     with pytest.raises(BadCursor):
         page(_cursor(body | {"f": "0" * 16}))
     assert [i["p_real"] for i in page(good).items] == [0.3, 0.4, 0.5]
