@@ -45,6 +45,9 @@ CHECK_FIELDS = (
 )
 
 
+CHECK_BATCH_SIZE = 1
+
+
 class WebError(AiscanError):
     """An error a request caused, with the HTTP status it maps to and, for images, the error kind."""
 
@@ -75,7 +78,11 @@ class WebServices:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.db: Database = open_database(settings.database_url)
-        self._classifier_for = classifier_factory(settings, settings.batch_size)
+        # Checks score one image: batch 1, since the runner pads every batch to its full size (a batch
+        # of 32 would cost a single check 32 images' work).
+        self._classifier_for = classifier_factory(settings, CHECK_BATCH_SIZE)
+        # Loaded once per model and process; the model's file is not hashed again on every check.
+        self._classifiers: dict[int, Any] = {}
         # One check at a time per process: the model's memory and its two cores are shared.
         self._check_lock = threading.Lock()
         self._runner = EmbeddedRunner(settings) if not settings.broker_url else None
@@ -94,8 +101,10 @@ class WebServices:
         with self.db.session() as s:
             model = resolve_model(s, None)
             s.expunge(model)
-        classifier = self._classifier_for(model)
         with self._check_lock:
+            classifier = self._classifiers.get(model.id)
+            if classifier is None:
+                classifier = self._classifiers[model.id] = self._classifier_for(model)
             row = score_bytes(classifier, trust_anchors(self.settings), name, data)
         if row.error_kind is not None:
             raise ImageRejected(row.error or "this file cannot be checked", row.error_kind)
