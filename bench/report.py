@@ -30,6 +30,8 @@ RESULT_KEYS = (
     "tiles_inprocess_ips",
     "tiles_inprocess_tps",
     "celery_ips",
+    "web_check_p50_ms",
+    "web_check_p95_ms",
     "rss_small_mb",
     "rss_large_mb",
     "tiles_large_rss_mb",
@@ -171,6 +173,19 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
     ):
         d = _detail(results, row)
         speed.add_row(label, _fmt(results.get(key)), _fmt(d.get("tps")), _note(d, *SCAN_NOTES))
+
+    d = _detail(results, "web")
+    speed.add_row(
+        "web check, warm (POST /api/v1/classify, ~1024x768 JPEG)",
+        "",
+        "",
+        _note(
+            d,
+            ("p50_ms", "p50 {p50_ms} ms"),
+            ("p95_ms", "p95 {p95_ms} ms"),
+            ("requests", "{requests} requests"),
+        ),
+    )
 
     memory = Table(title="peak RSS (MiB, sampled every 0.1 s)")
     memory.add_column("job")

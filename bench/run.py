@@ -37,8 +37,9 @@ from bench.measure import (
 from bench.processes import aiscan_env, run_aiscan
 from bench.report import assemble, machine_info, print_results, progress, write_json
 from bench.services import running_services
+from bench.web_latency import measure_web_latency
 
-SKIPPABLE = ("seed", "inprocess", "tiles", "celery", "rss", "large")
+SKIPPABLE = ("seed", "inprocess", "tiles", "web", "celery", "rss", "large")
 LARGE_SOURCES = 4  # distinct large JPEGs; the large-image jobs cycle through them
 MODEL_SOURCE = "bench: build_detector, random weights"
 
@@ -96,8 +97,10 @@ class _Rows:
         group: str,
         fn: Callable[[], dict[str, Any]],
         also: Mapping[str, str] | None = None,
+        figure: str | None = None,
     ) -> dict[str, Any] | None:
-        """Measure one row: its figure goes under ``key``; ``also`` maps more figure keys to its fields."""
+        """Measure one row: its figure (``figure``'s field, else ips or mb) goes under ``key``; ``also``
+        maps more figure keys to its fields."""
         if group in self.skip:
             self.details[row] = {"skipped": True}
             return None
@@ -109,11 +112,14 @@ class _Rows:
             self.details[row] = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
             progress(f"{row}: FAILED: {exc}")
             return None
-        self.figures[key] = d.pop("mb") if key.endswith("_mb") else d["ips"]
+        if figure is not None:
+            self.figures[key] = d[figure]
+        else:
+            self.figures[key] = d.pop("mb") if key.endswith("_mb") else d["ips"]
         for extra, field in (also or {}).items():
             self.figures[extra] = d.get(field)
         self.details[row] = d
-        unit = "MiB" if key.endswith("_mb") else "images/s"
+        unit = "MiB" if key.endswith("_mb") else "ms" if key.endswith("_ms") else "images/s"
         more = "".join(f", {extra} {self.figures[extra]}" for extra in also or {})
         progress(f"{row}: {self.figures[key]} {unit}{more}")
         return d
@@ -206,6 +212,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 also={"tiles_inprocess_tps": "tps"} if group == "tiles" else None,
             )
+
+        rows.run(
+            "web_check_p50_ms",
+            "web",
+            "web",
+            lambda: measure_web_latency(
+                archive.camera[0].read_bytes(), artifact.directory, tmp / "home-web", base_env
+            ),
+            also={"web_check_p95_ms": "p95_ms"},
+            figure="p50_ms",
+        )
 
         def large() -> dict[str, Any]:
             progress(f"writing {LARGE_SOURCES} large JPEGs (4000x3000) for the tiles memory jobs")

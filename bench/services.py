@@ -86,6 +86,24 @@ def ensure_postgres() -> bool:
     return _ensure(postgres_up, PG_START, "PostgreSQL on 127.0.0.1:5432", tries=30, pause=1.0)
 
 
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_INSTALL = "apt-get install -y chromium"
+
+
+def chromium_up() -> bool:
+    return os.access(CHROMIUM, os.X_OK)
+
+
+def ensure_chromium() -> str:
+    """Debian's Chromium for the browser tests, installed if missing; its executable path."""
+    if not chromium_up():
+        log.warning("%s is missing; installing it", CHROMIUM)
+        subprocess.run(CHROMIUM_INSTALL, shell=True, check=False, capture_output=True)
+        if not chromium_up():
+            raise ServiceDown(f"Chromium is missing and could not be installed with: {CHROMIUM_INSTALL}")
+    return CHROMIUM
+
+
 def stop_redis() -> None:
     # SHUTDOWN drops the connection it came on, which redis-py may report as an error.
     with contextlib.suppress(Exception):

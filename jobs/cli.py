@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -441,6 +442,41 @@ def model_default(ref: str) -> None:
     with _database(get_settings()).session() as s:
         row = set_default_model(s, ref)
         click.echo(f"default model: {row.ref}")
+
+
+# ---------------------------------------------------------------- web
+
+
+@cli.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; others need AISCAN_API_TOKEN."
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Serve the web pages and the JSON API (/api/v1) until interrupted.
+
+    Without AISCAN_BROKER_URL submitted scans run in this server, one at a time; with it, on workers.
+    """
+    settings = get_settings()
+    # FastAPI and uvicorn are imported here only: no other command pays for them.
+    from aiscan.jobs.web.security import check_bind
+
+    check_bind(host, settings)
+    import uvicorn
+
+    from aiscan.jobs.web.app import create_app
+
+    try:
+        # Bound here, not by uvicorn: a port in use or an unknown host is then one line and exit status 1.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host.strip("[]"), port), family=family)
+    except socket.gaierror:
+        raise click.BadParameter(f"cannot resolve {host!r}", param_hint="--host") from None
+    except OSError as exc:
+        raise AiscanError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    click.echo(f"aiscan serving on http://{host}:{port}/ (API docs at /api/v1/docs)", err=True)
+    config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 # ---------------------------------------------------------------- database

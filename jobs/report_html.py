@@ -87,11 +87,13 @@ def _rows(session: Session, job_id: int, batch: int) -> Iterator[dict[str, Any]]
         yield record
 
 
+def html_report_pieces(session: Session, job_id: int, *, batch: int = BATCH) -> Iterator[str]:
+    """Job ``job_id``'s HTML report as text pieces, rendered as the rows stream (for HTTP responses)."""
+    return _pieces(session, job_id, _rows(session, job_id, batch))
+
+
 def write_html_report(session: Session, job_id: int, out: IO[str], *, batch: int = BATCH) -> int:
     """Write job ``job_id``'s HTML report to ``out`` as it renders; returns the number of image rows."""
-    summary = job_summary(session, job_id)
-    counts = verdict_counts(session, job_id)
-    histogram = p_real_histogram(session, job_id, BINS)
     written = 0
 
     def counted(rows: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -100,7 +102,16 @@ def write_html_report(session: Session, job_id: int, out: IO[str], *, batch: int
             written += 1
             yield row
 
-    stream = _template().generate(
+    for part in _pieces(session, job_id, counted(_rows(session, job_id, batch))):
+        out.write(part)
+    return written
+
+
+def _pieces(session: Session, job_id: int, rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    summary = job_summary(session, job_id)
+    counts = verdict_counts(session, job_id)
+    histogram = p_real_histogram(session, job_id, BINS)
+    return _template().generate(
         csp=CSP,
         summary=summary,
         verdicts=[(v, counts[v]) for v in VERDICTS if v in counts]
@@ -108,8 +119,5 @@ def write_html_report(session: Session, job_id: int, out: IO[str], *, batch: int
         bars=_bars(histogram),
         scored=sum(histogram),
         chart={"width": _CHART_WIDTH, "height": _CHART_HEIGHT, "axis": _AXIS},
-        rows=counted(_rows(session, job_id, batch)),
+        rows=rows,
     )
-    for part in stream:
-        out.write(part)
-    return written

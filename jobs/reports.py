@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -107,27 +108,46 @@ class SafeCsvWriter:
         self._writer.writerow({k: csv_cell(v) for k, v in row.items()})
 
 
-def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
-    """Write the job's report in ``fmt`` to ``out``; returns the number of records."""
-    count = 0
+def report_pieces(session: Session, job_id: int, fmt: str) -> Iterator[str]:
+    """The job's report in ``fmt`` as text: one piece per record (a CSV's header first), as rows stream."""
     if fmt == "csv":
-        writer = SafeCsvWriter(out, COLUMNS)
+        buffer = io.StringIO()
+        writer = SafeCsvWriter(buffer, COLUMNS)
         writer.writeheader()
+        yield _drain(buffer)
         for record in iter_records(session, job_id):
             writer.writerow({k: _cell(v) for k, v in record.items()})
-            count += 1
+            yield _drain(buffer)
     elif fmt == "jsonl":
         for record in iter_records(session, job_id):
-            out.write(json.dumps({k: _text(v) for k, v in record.items()}) + "\n")
-            count += 1
+            yield json.dumps({k: _text(v) for k, v in record.items()}) + "\n"
     elif fmt == "html":
         # Imported here: the HTML report builds on this module's records (and browse's counts).
-        from aiscan.jobs.report_html import write_html_report
+        from aiscan.jobs.report_html import html_report_pieces
 
-        count = write_html_report(session, job_id, out)
+        yield from html_report_pieces(session, job_id)
     else:
         raise ValueError(f"unknown report format {fmt!r}")
-    return count
+
+
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def write_report(session: Session, job_id: int, fmt: str, out: IO[str]) -> int:
+    """Write the job's report in ``fmt`` to ``out``; returns the number of records."""
+    if fmt == "html":
+        from aiscan.jobs.report_html import write_html_report
+
+        return write_html_report(session, job_id, out)
+    pieces = 0
+    for piece in report_pieces(session, job_id, fmt):
+        out.write(piece)
+        pieces += 1
+    return pieces - 1 if fmt == "csv" else pieces
 
 
 def write_report_file(session: Session, job_id: int, fmt: str, path: Path) -> int:

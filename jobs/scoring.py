@@ -105,6 +105,17 @@ def score_refs(
     return rows + _timed_out(refs, rows, ctx)
 
 
+def score_bytes(classifier: Classifier, trust: TrustAnchors | None, ref: str, data: bytes) -> ResultRow:
+    """One image's row from bytes already in hand (the web check): the same decode, provenance, scoring
+    and verdict as a chunk's images; a decode failure is a row with its error, as in a job."""
+    item = _Fetched(ResultRow(ref, sha256=hashlib.sha256(data).hexdigest(), byte_size=len(data)), data)
+    views = _decode(classifier, trust, item)
+    if views is not None:
+        _score_row(classifier, item, classifier.predict(views))
+    item.row.verdict = verdict(item.declared, item.row.label, item.row.error_kind)
+    return item.row
+
+
 def _before(ctx: TaskContext, items: Iterable[T]) -> Iterator[T]:
     """``items`` until ``ctx.deadline`` passes (all of them without one)."""
     for item in items:

@@ -6,7 +6,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
@@ -28,6 +28,7 @@ MAX_DECODE_MEMORY_MB = 1 << 20
 MAX_SECONDS = 7 * 24 * 3600
 MAX_RETRIES = 1000
 MAX_GPUS = 1024
+MAX_UPLOAD_BYTES = 1 << 34
 
 
 def _number(env: Mapping[str, str], name: str, default: T, minimum: T, maximum: T) -> T:
@@ -103,6 +104,20 @@ def _file(env: Mapping[str, str], name: str, what: str) -> Path | None:
     return path.resolve()
 
 
+def _token(env: Mapping[str, str], name: str) -> str | None:
+    """A secret token: long enough to resist guessing, and printable (it travels in a header)."""
+    raw = (env.get(PREFIX + name) or "").strip()
+    if not raw:
+        return None
+    if len(raw) < 16 or not raw.isascii() or not raw.isprintable() or " " in raw:
+        # The value itself is never echoed: it is a secret.
+        raise ConfigError(
+            f"{PREFIX}{name} must be at least 16 printable ASCII characters without spaces, "
+            "e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe())'`"
+        )
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Runtime configuration; build it with :func:`get_settings` or :meth:`from_env`."""
@@ -137,6 +152,10 @@ class Settings:
     stall_timeout: int = 300
     # A PEM file of C2PA trust anchors: manifests signed under one of them are `trusted`.
     c2pa_trust_anchors: Path | None = None
+    # `aiscan serve`: the bearer token every request needs (required off loopback); never in a repr or log.
+    api_token: str | None = field(default=None, repr=False)
+    # `aiscan serve`: the largest request body (an upload) read; a larger one is refused with 413.
+    max_upload_bytes: int = 32 * 1024 * 1024
 
     @property
     def models_dir(self) -> Path:
@@ -179,6 +198,8 @@ class Settings:
             follow_links_outside_root=_flag(env, "FOLLOW_LINKS_OUTSIDE_ROOT"),
             stall_timeout=_number(env, "STALL_TIMEOUT", 300, 1, MAX_SECONDS),
             c2pa_trust_anchors=_file(env, "C2PA_TRUST_ANCHORS", "a PEM file of C2PA trust anchors"),
+            api_token=_token(env, "API_TOKEN"),
+            max_upload_bytes=_number(env, "MAX_UPLOAD_BYTES", 32 * 1024 * 1024, 1024, MAX_UPLOAD_BYTES),
         )
 
 

@@ -55,6 +55,8 @@ FIGURES = {
     "tiles_inprocess_ips": 1.5,
     "tiles_inprocess_tps": 18.0,
     "celery_ips": 12.0,
+    "web_check_p50_ms": 180.0,
+    "web_check_p95_ms": 240.0,
     "rss_small_mb": 700.0,
     "rss_large_mb": 710.0,
     "tiles_large_rss_mb": 900.0,
@@ -120,6 +122,7 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
         "tiles_inprocess": {"ips": 1.5, "tps": 18.0, "elapsed_s": 213.3, "views_per_image": 12.0},
         "tiles_large": {"images": 24, "image_size": "4000x3000", "few_images": 2, "growth_mb": 12.5},
         "celery": {"error": "RuntimeError: worker did not get ready"},
+        "web": {"p50_ms": 180.0, "p95_ms": 240.0, "requests": 50},
         "rss_small": {"images": 300, "peak_pool_child_mb": 700.0, "samples": 40},
         "rss_large": {"skipped": True},
     }
