@@ -10,7 +10,7 @@ from kombu import Connection, Exchange, Queue
 from kombu.exceptions import KombuError
 
 from aiscan.jobs import logsafe
-from aiscan.jobs.errors import AiscanError, ConfigError
+from aiscan.jobs.errors import ConfigError, Unavailable
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources.urltext import redact_url
 from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, RECOVER_STALLED, ROUTES, task_time_limit
@@ -21,7 +21,7 @@ WORKER_PROC_ALIVE_S = 180
 BROKER_EXAMPLE = "e.g. redis://host:6379/0 or amqp://user@host//"
 
 
-class BrokerError(AiscanError):
+class BrokerError(Unavailable):
     """The broker cannot take a task: unreachable, or refusing the connection."""
 
 

@@ -155,11 +155,11 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
 
 
 # Declared provenance first, as reports lead with it; then the model's labels, then errors.
-_VERDICTS = ("ai_declared", "capture_declared", "fake", "uncertain", "real", "error")
+VERDICT_ORDER = ("ai_declared", "capture_declared", "fake", "uncertain", "real", "error")
 
 
 def _verdict_order(verdicts: Mapping[str, int]) -> list[tuple[str, int]]:
-    rank = {name: i for i, name in enumerate(_VERDICTS)}
+    rank = {name: i for i, name in enumerate(VERDICT_ORDER)}
     return sorted(verdicts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 

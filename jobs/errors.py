@@ -8,6 +8,7 @@ Every error aiscan raises on purpose, and where it ends::
     |   +-- NotFound ........... a job, model or source that was asked for does not exist
     |   +-- SourceError ........ a source argument that cannot be scanned; a job planned with it fails
     |   +-- DatabaseError ...... (jobs.store.db) database unreachable or its schema is not at head
+    |   +-- Unavailable ........ a service down just now (web API: 503): DatabaseUnavailable, BrokerError
     |   +-- BrokerError ........ (jobs.app) the broker cannot take a task; a job it refused is failed
     |   +-- ReportError ........ (jobs.reports) a report file that cannot be written where asked
     |   +-- BrowseError ........ (jobs.store.browse) a results page asked for with an unknown filter,
@@ -44,6 +45,10 @@ class ConfigError(AiscanError):
 
 class NotFound(AiscanError):
     """A job, model or source that was asked for does not exist."""
+
+
+class Unavailable(AiscanError):
+    """A service aiscan needs is down just now (database, broker): trying again later may work."""
 
 
 class SourceError(AiscanError):

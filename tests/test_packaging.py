@@ -110,6 +110,12 @@ def test_wheel_installs_only_the_aiscan_package(wheel_venv: tuple[Path, set[str]
     # Migrations ship as package data; bench/ and tests/ are not installed.
     assert (installed / "migrations" / "versions" / "0001_initial.py").is_file()
     assert (installed / "migrations" / "script.py.mako").is_file()
+    # The web app's templates and assets, and the HTML report's template, ship as package data too.
+    web = installed / "jobs" / "web"
+    for page in ("base.html", "check.html", "job.html", "jobs.html", "scan.html", "error.html"):
+        assert (web / "templates" / page).is_file(), page
+    assert (web / "static" / "aiscan.css").is_file() and (web / "static" / "aiscan.js").is_file()
+    assert (installed / "jobs" / "templates" / "report.html").is_file()
     assert not (_site_packages(venv) / "tests").exists() and not (_site_packages(venv) / "bench").exists()
 
 

@@ -113,6 +113,29 @@ def test_private_url_refused_without_the_allow_setting(home: Path, http: Any) ->
         assert body["error_kind"] == "refused_address", body
 
 
+def test_database_faults_are_503_when_they_may_pass_and_name_no_statement() -> None:
+    import asyncio
+    import json as jsonlib
+
+    import sqlalchemy as sa
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from aiscan.jobs.web import app as web_app
+
+    refused = sa.create_engine("postgresql+psycopg://aiscan@127.0.0.1:1/aiscan")
+    with pytest.raises(SQLAlchemyError) as caught:
+        refused.connect()
+    answer = asyncio.run(web_app._database_error(None, caught.value))  # type: ignore[arg-type]
+    assert answer.status_code == 503
+    assert "unavailable just now" in jsonlib.loads(bytes(answer.body))["detail"]
+    broken = sa.create_engine("sqlite://")
+    with pytest.raises(SQLAlchemyError) as caught, broken.connect() as conn:
+        conn.execute(sa.text("SELECT secret_value FROM no_such_table"))
+    answer = asyncio.run(web_app._database_error(None, caught.value))  # type: ignore[arg-type]
+    detail = jsonlib.loads(bytes(answer.body))["detail"]
+    assert answer.status_code == 500 and "secret_value" not in detail and "OperationalError" in detail
+
+
 def test_upload_cap_is_enforced_while_reading(home: Path) -> None:
     settings = dataclasses.replace(get_settings(), max_upload_bytes=4096)
     big = jpeg_bytes(3, (400, 300), quality=100)
@@ -261,7 +284,7 @@ def test_token_rules(home: Path) -> None:
     settings = dataclasses.replace(get_settings(), api_token=TOKEN)
     assert TOKEN not in repr(settings)
     with serve(settings) as base, _client(base) as client:
-        for path in ("/api/v1/health", "/metrics", "/static/.gitkeep", "/api/v1/openapi.json", "/"):
+        for path in ("/api/v1/health", "/metrics", "/static/aiscan.css", "/api/v1/openapi.json", "/"):
             anonymous = client.get(path)
             assert anonymous.status_code == 401, path
             assert "AISCAN_API_TOKEN" in anonymous.json()["detail"]

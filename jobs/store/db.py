@@ -29,14 +29,14 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
-from aiscan.jobs.errors import AiscanError
+from aiscan.jobs.errors import AiscanError, Unavailable
 
 
 class DatabaseError(AiscanError):
     """The database cannot be reached or its schema is not the one this aiscan expects."""
 
 
-class DatabaseUnavailable(DatabaseError):
+class DatabaseUnavailable(DatabaseError, Unavailable):
     """The database could not be reached just now: trying again later may work."""
 
 

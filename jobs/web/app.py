@@ -9,9 +9,11 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import SQLAlchemyError
 
-from aiscan.jobs.errors import AiscanError, NotFound
+from aiscan.jobs.errors import AiscanError, NotFound, Unavailable
 from aiscan.jobs.settings import Settings
+from aiscan.jobs.store.db import driver_error, is_transient
 from aiscan.jobs.web import api, metrics, pages
 from aiscan.jobs.web.security import SecurityMiddleware
 from aiscan.jobs.web.services import WebError, WebServices
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(WebError, _web_error)  # type: ignore[arg-type]
     app.add_exception_handler(NotFound, _not_found)  # type: ignore[arg-type]
     app.add_exception_handler(AiscanError, _aiscan_error)  # type: ignore[arg-type]
+    app.add_exception_handler(SQLAlchemyError, _database_error)  # type: ignore[arg-type]
     app.add_middleware(
         metrics.LatencyMiddleware,
         registry=metrics.registry_of(app, services),
@@ -72,7 +75,19 @@ async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
     return JSONResponse(error_body(exc), status_code=404)
 
 
+async def _database_error(_request: Request, exc: SQLAlchemyError) -> JSONResponse:
+    # A database that fails mid-request: 503 when it may pass (down, restarting, locked), else 500;
+    # the message names the fault's class and SQLSTATE, never the statement or its values.
+    if is_transient(exc):
+        detail = f"the database is unavailable just now ({type(driver_error(exc)).__name__}); try again"
+        return JSONResponse({"detail": detail}, status_code=503)
+    return JSONResponse(
+        {"detail": f"the database refused the request: {type(driver_error(exc)).__name__}"}, 500
+    )
+
+
 async def _aiscan_error(_request: Request, exc: AiscanError) -> JSONResponse:
-    # Anything else aiscan refuses on purpose (a source that cannot be scanned, a bad cursor) is the
-    # request's fault; the message says what to change.
-    return JSONResponse(error_body(exc), status_code=400)
+    # A database or broker that is down is the server's state, not the request's fault (503); anything
+    # else aiscan refuses on purpose (a source that cannot be scanned, a bad cursor) is the request's,
+    # and the message says what to change.
+    return JSONResponse(error_body(exc), status_code=503 if isinstance(exc, Unavailable) else 400)

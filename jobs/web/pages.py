@@ -19,9 +19,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from aiscan.jobs.console import _VERDICTS as VERDICT_ORDER
-from aiscan.jobs.errors import AiscanError, FetchError, NotFound
-from aiscan.jobs.sources import fetch
+from aiscan.jobs.console import VERDICT_ORDER
+from aiscan.jobs.errors import AiscanError, NotFound
 from aiscan.jobs.store.browse import (
     ERROR_KINDS,
     LABELS,
@@ -37,7 +36,7 @@ from aiscan.jobs.store.browse import (
 )
 from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.web.present import evidence_items, histogram_layout, tile_rect
-from aiscan.jobs.web.services import BadInput, ImageRejected, WebError, WebServices
+from aiscan.jobs.web.services import WebError, WebServices
 from aiscan.model.provenance.containers import sniff_mime
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -181,17 +180,6 @@ def _check_page(
     )
 
 
-def _fetch_url(services: WebServices, url: str) -> bytes:
-    """The bytes at an http(s) URL, fetched through the sources' SSRF guard (the page shows them too)."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise BadInput("give an http:// or https:// URL of an image")
-    try:
-        return fetch(url, services.settings).data
-    except FetchError as exc:
-        raise ImageRejected(str(exc), str(exc.error_kind)) from None
-
-
 @router.get("/", response_class=HTMLResponse)
 def check_form(request: Request) -> HTMLResponse:
     return _check_page(_services(request))
@@ -215,7 +203,7 @@ async def check(
         if data:
             result = await run_in_threadpool(services.classify, data, name)
         elif url:
-            data = await run_in_threadpool(_fetch_url, services, url)
+            data = await run_in_threadpool(services.fetch_url, url)
             result = await run_in_threadpool(services.classify, data, url)
             name = url
         else:

@@ -113,16 +113,20 @@ class WebServices:
         result["model"] = model.ref
         return result
 
-    def classify_url(self, url: str) -> dict[str, Any]:
-        """Fetch an http(s) URL through the sources' SSRF guard, then check its bytes."""
+    def fetch_url(self, url: str) -> bytes:
+        """The bytes at an http(s) URL, fetched through the sources' SSRF guard."""
         url = url.strip()
-        if urlsplit(url).scheme.lower() not in ("http", "https") or not urlsplit(url).hostname:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise BadInput("give an http:// or https:// URL of an image")
         try:
-            fetched = fetch(url, self.settings)
+            return fetch(url, self.settings).data
         except FetchError as exc:
             raise ImageRejected(str(exc), str(exc.error_kind)) from None
-        return self.classify(fetched.data, url)
+
+    def classify_url(self, url: str) -> dict[str, Any]:
+        """Fetch an http(s) URL through the sources' SSRF guard, then check its bytes."""
+        return self.classify(self.fetch_url(url), url.strip())
 
     # ------------------------------------------------------------ jobs
 
