@@ -136,6 +136,28 @@ def test_database_faults_are_503_when_they_may_pass_and_name_no_statement() -> N
     assert answer.status_code == 500 and "secret_value" not in detail and "OperationalError" in detail
 
 
+def test_a_restarted_server_runs_the_jobs_it_had_queued(home: Path, tmp_path: Path) -> None:
+    from aiscan.jobs.store.db import open_database
+    from aiscan.jobs.submit import create_job
+    from aiscan.jobs.web.runner import RUNNER
+
+    png_dir(tmp_path / "a", 3, (48, 40))
+    settings = get_settings()
+    db = open_database(settings.database_url)
+    # As a server that stopped right after accepting them left them: one queued, one from `aiscan scan`.
+    queued = create_job(
+        db, settings, [str(tmp_path / "a")], model_ref=None, chunk_size=2, options={"runner": RUNNER}
+    )
+    foreign = create_job(db, settings, [str(tmp_path / "a")], model_ref=None, chunk_size=2)
+    with serve(settings) as base, _client(base) as client:
+        deadline = time.monotonic() + 120
+        while (summary := client.get(f"/api/v1/jobs/{queued}").json())["status"] != "done":
+            assert time.monotonic() < deadline, summary
+            time.sleep(0.2)
+        assert summary["counts"]["done"] == summary["counts"]["total"] == 3
+        assert client.get(f"/api/v1/jobs/{foreign}").json()["status"] == "pending"
+
+
 def test_upload_cap_is_enforced_while_reading(home: Path) -> None:
     settings = dataclasses.replace(get_settings(), max_upload_bytes=4096)
     big = jpeg_bytes(3, (400, 300), quality=100)
