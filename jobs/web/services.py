@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from aiscan.jobs.artifacts import classifier_factory
 from aiscan.jobs.console import model_record
 from aiscan.jobs.errors import AiscanError, FetchError
+from aiscan.jobs.reports import COLUMNS
 from aiscan.jobs.scoring import score_bytes, trust_anchors
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch
@@ -24,24 +25,9 @@ from aiscan.jobs.store.queries import get_job, list_models, resolve_model
 from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.jobs.web.runner import EmbeddedRunner
 
-# What a check returns: the report's column names for one image, and the model that scored it.
-CHECK_FIELDS = (
-    "p_real",
-    "label",
-    "verdict",
-    "provenance",
-    "generator",
-    "source_type",
-    "c2pa_state",
-    "evidence",
-    "width",
-    "height",
-    "format",
-    "tiles",
-    "tile_box",
-    "tile_p_real",
-    "sha256",
-    "byte_size",
+# What a check returns: the report's columns that describe one image (not its job, ref or errors).
+CHECK_FIELDS = tuple(
+    c for c in COLUMNS if c not in ("image_uri", "error_kind", "error", "model", "classified_at")
 )
 
 
