@@ -188,6 +188,11 @@ def test_jobs_results_reports_and_metrics(web_url: str, tmp_path: Path, invoke: 
     (images / "bad.png").write_bytes(b"not an image")
     with _client(web_url) as client:
         assert client.post("/api/v1/jobs", json={"sources": []}).status_code == 422
+        # Another site's page may post text/plain with no CORS preflight: only JSON starts a scan.
+        body = json.dumps({"sources": [str(images)]})
+        for kind in ("text/plain", "application/x-www-form-urlencoded"):
+            forged = client.post("/api/v1/jobs", content=body, headers={"content-type": kind})
+            assert forged.status_code == 422
         assert client.post("/api/v1/jobs", json={"sources": [str(tmp_path / "nope")]}).status_code == 400
         created = client.post("/api/v1/jobs", json={"sources": [str(images)], "model": None})
         assert created.status_code == 201, created.text
