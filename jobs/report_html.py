@@ -13,7 +13,7 @@ from jinja2 import Environment, PackageLoader, Template, select_autoescape
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from aiscan.jobs.reports import record_of
+from aiscan.jobs.reports import record_of, split_uri
 from aiscan.jobs.store.browse import VERDICTS, p_real_histogram, verdict_counts
 from aiscan.jobs.store.models import DetectorModel, Result, Thumbnail
 from aiscan.jobs.summary import job_summary
@@ -81,6 +81,7 @@ def _rows(session: Session, job_id: int, batch: int) -> Iterator[dict[str, Any]]
     )
     for result, name, version, data in session.execute(query):
         record = record_of(result, name, version)
+        record["folder"], record["name"] = split_uri(record["image_uri"])
         record["thumbnail"] = (
             "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii") if data else None
         )

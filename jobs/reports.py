@@ -71,6 +71,12 @@ def record_of(result: Result, model_name: str, model_version: int) -> dict[str, 
     return record
 
 
+def split_uri(uri: str) -> tuple[str, str]:
+    """An image address as (folder or prefix, file name): pages and reports lead with the name."""
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    return (folder + "/", name) if folder else ("", uri)
+
+
 def _text(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()

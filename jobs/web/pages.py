@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aiscan.jobs.console import VERDICT_ORDER
 from aiscan.jobs.errors import AiscanError, NotFound
+from aiscan.jobs.reports import split_uri
 from aiscan.jobs.store.browse import (
     ERROR_KINDS,
     LABELS,
@@ -76,12 +77,6 @@ def _when(value: str | None) -> str:
         return value
 
 
-def _split_uri(uri: str) -> tuple[str, str]:
-    """An image address as (folder or prefix, file name): the name leads in a narrow column."""
-    folder, _, name = uri.rstrip("/").rpartition("/")
-    return (folder + "/", name) if folder else ("", uri)
-
-
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(TEMPLATES_DIR),
@@ -92,7 +87,7 @@ def _environment() -> Environment:
     )
     env.filters["verdict_order"] = _verdict_order
     env.filters["when"] = _when
-    env.filters["split_uri"] = _split_uri
+    env.filters["split_uri"] = split_uri
     return env
 
 
