@@ -139,6 +139,7 @@ def test_known_scores_are_this_models_classified_content(db: Database) -> None:
             provenance="metadata",
             generator="ComfyUI (sd_xl_base_1.0)",
             evidence={"metadata": {"steps": 20}},
+            thumbnail=b"\xff\xd8 a small JPEG",
         ),
         ResultRow("/b", sha256="2" * 64, error_kind="truncated", error="cut short"),
     ]
@@ -165,6 +166,8 @@ def test_known_scores_are_this_models_classified_content(db: Database) -> None:
         "source_type": None,
         "c2pa_state": None,
         "evidence": {"metadata": {"steps": 20}},
+        # and the thumbnail the scan kept, so a reused image is never decoded to make one
+        "thumbnail": b"\xff\xd8 a small JPEG",
     }
     assert known_scores(db, set(), model_id) == {}
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import String, delete, func, select, update
+from sqlalchemy import String, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -299,16 +299,21 @@ KNOWN_COLUMNS = (
 
 
 def known_scores(db: Database, sha256s: Collection[str], model_id: int) -> dict[str, dict[str, Any]]:
-    """The ``KNOWN_COLUMNS`` ``model_id`` gave these contents in any job, by sha256; failed images are
-    not known."""
+    """The ``KNOWN_COLUMNS`` ``model_id`` gave these contents in any job, and their thumbnail, by sha256;
+    failed images are not known."""
     if not sha256s:
         return {}
-    query = select(Result.sha256, *(getattr(Result, c) for c in KNOWN_COLUMNS)).where(
-        Result.model_id == model_id, Result.sha256.in_(sha256s), Result.p_real.is_not(None)
+    # The known row's thumbnail comes along too: a reused image is never decoded again to make one.
+    query = (
+        select(Result.sha256, Thumbnail.data, *(getattr(Result, c) for c in KNOWN_COLUMNS))
+        .outerjoin(Thumbnail, and_(Thumbnail.job_id == Result.job_id, Thumbnail.uri_key == Result.uri_key))
+        .where(Result.model_id == model_id, Result.sha256.in_(sha256s), Result.p_real.is_not(None))
     )
     with db.session() as s:
         return {
-            sha: dict(zip(KNOWN_COLUMNS, values, strict=True)) for sha, *values in s.execute(query) if sha
+            sha: dict(zip(KNOWN_COLUMNS, values, strict=True)) | {"thumbnail": thumbnail}
+            for sha, thumbnail, *values in s.execute(query)
+            if sha
         }
 
 
