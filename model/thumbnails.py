@@ -11,7 +11,7 @@ DEFAULT_SIZE = 96
 QUALITY = 70
 # Pixels are first picked on a grid down to this many times the target, so the copy Pillow makes stays
 # small whatever the image's size; the integer reduce and the resample then smooth the result.
-_PICK_FACTOR = 8
+_PICK_FACTOR = 4
 _REDUCE_FACTOR = 2
 
 
