@@ -722,6 +722,36 @@ def _broker_settings(purpose: str) -> Settings:
     return settings
 
 
+def celery_worker_argv(
+    queues: list[str], concurrency: int, name: str, loglevel: str, *, events: bool = False
+) -> list[str]:
+    """The command line `aiscan worker` execs: Celery's prefork worker on QUEUES."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "aiscan.worker",
+        "worker",
+        "-Q",
+        ",".join(queues),
+        "-c",
+        str(concurrency),
+        "-P",
+        "prefork",
+        "-n",
+        name,
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if events:
+        # Task events cost a broker message per task state; only monitors need them, so they are opt-in.
+        argv.append("-E")
+    return argv
+
+
 @cli.command()
 @click.option(
     "--queues",
@@ -743,7 +773,10 @@ def _broker_settings(purpose: str) -> Settings:
 )
 @click.option("--name", help="Celery node name (default: aiscan-PID@HOST).")
 @click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
-def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str) -> None:
+@click.option("--events", is_flag=True, help="Send task events (celery -E), for monitors such as Flower.")
+def worker(
+    queues: str, concurrency: int | None, gpus: int, name: str | None, loglevel: str, events: bool
+) -> None:
     """Run a Celery worker for AISCAN_BROKER_URL (wraps `celery -A aiscan.worker worker`)."""
     from aiscan.jobs.tasks import QUEUES
 
@@ -761,26 +794,9 @@ def worker(queues: str, concurrency: int | None, gpus: int, name: str | None, lo
     concurrency = concurrency or max(gpus, 1)
     # The worker's own settings object reads this: one GPU per pool process.
     os.environ["AISCAN_WORKER_GPUS"] = str(gpus)
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "aiscan.worker",
-        "worker",
-        "-Q",
-        ",".join(wanted),
-        "-c",
-        str(concurrency),
-        "-P",
-        "prefork",
-        "-n",
-        name or f"aiscan-{os.getpid()}@%h",
-        "--loglevel",
-        loglevel,
-        "--without-gossip",
-        "--without-mingle",
-    ]
+    argv = celery_worker_argv(
+        wanted, concurrency, name or f"aiscan-{os.getpid()}@%h", loglevel, events=events
+    )
     os.execv(sys.executable, argv)
 
 
