@@ -22,6 +22,7 @@ import yaml
 from jsonschema import Draft7Validator
 
 from aiscan.jobs.cli import celery_worker_argv, cli
+from aiscan.jobs.tasks import QUEUES
 from bench.processes import aiscan_argv, aiscan_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,6 +247,21 @@ def test_every_aiscan_command_parses(compose: dict[str, Any]) -> None:
     cpu = leaves["worker-cpu"].params
     assert (cpu["gpus"], cpu["queues"], cpu["events"]) == (0, "aiscan.plan", True)
     assert leaves["web"].params == {"host": "0.0.0.0", "port": 8000}
+
+
+@pytest.mark.parametrize(
+    ("env", "cpu_queues"),
+    [({}, {"aiscan.plan"}), ({"AISCAN_CPU_QUEUES": "aiscan.plan,aiscan.classify"}, set(QUEUES))],
+)
+def test_workers_cover_every_queue(env: dict[str, str], cpu_queues: set[str]) -> None:
+    """Every queue has a consumer; without a GPU, one CPU worker can take both (README's recipe)."""
+    compose = load_compose({**COMPOSE_ENV, **env})
+    commands = aiscan_commands(compose)
+    workers = {name: parse_aiscan(args) for name, args in commands.items() if args[0] == "worker"}
+    queues = {name: set(ctx.params["queues"].split(",")) for name, ctx in workers.items()}
+    assert queues["worker-gpu"] == {"aiscan.classify"}
+    assert queues["worker-cpu"] == cpu_queues
+    assert queues["worker-gpu"] | queues["worker-cpu"] == set(QUEUES)
 
 
 def test_an_unknown_option_fails_to_parse(compose: dict[str, Any]) -> None:
