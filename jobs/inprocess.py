@@ -60,6 +60,7 @@ def run_scan(
     batch_size: int,
     show_progress: bool,
     skip_known: bool = False,
+    tag_objects: bool = False,
 ) -> int:
     """Create a job and run all its tasks in this process, with a progress bar; returns the job id."""
     trust_anchors(settings)  # a bad anchors file stops the scan before its job exists
@@ -70,7 +71,7 @@ def run_scan(
         sources,
         model_ref=model_ref,
         chunk_size=chunk_size,
-        options={"batch_size": batch_size, "skip_known": skip_known},
+        options={"batch_size": batch_size, "skip_known": skip_known, "tag_objects": tag_objects},
     )
     with db.session() as s:
         model = s.get_one(DetectorModel, get_job(s, job_id).model_id)

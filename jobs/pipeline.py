@@ -78,7 +78,13 @@ def classify_chunk(
         fail_chunk(ctx, job_id, chunk_id, ErrorKind.WORKER_LOST, message)
         return
     classifier = ctx.classifier_for(claim.model)
-    rows = score_refs(ctx, classifier, claim.refs, reuse_from=claim.model.id if claim.skip_known else None)
+    rows = score_refs(
+        ctx,
+        classifier,
+        claim.refs,
+        reuse_from=claim.model.id if claim.skip_known else None,
+        tag_as=claim.model.ref if claim.tag_objects else None,
+    )
     commit_chunk(ctx.db, job_id, chunk_id, claim.model.id, rows)
     _finish_if_complete(ctx, job_id)
 
@@ -96,6 +102,14 @@ def fail_chunk(ctx: TaskContext, job_id: int, chunk_id: int, error_kind: ErrorKi
 def finish_job(ctx: TaskContext, job_id: int) -> None:
     """Mark a fully classified job done; harmless when sent more than once."""
     mark_job(ctx.db, job_id, JobStatus.DONE)
+
+
+def tick_schedules(ctx: TaskContext) -> None:
+    """Start every schedule that is due (`aiscan beat` sends this every AISCAN_SCHEDULE_TICK seconds)."""
+    # imported here: schedules bring Celery's crontab along, which a job's own tasks never need
+    from aiscan.jobs.schedules import tick
+
+    tick(ctx.db, ctx.settings, ctx.send)
 
 
 def _finish_if_complete(ctx: TaskContext, job_id: int) -> None:

@@ -181,6 +181,8 @@ class Claim:
     done: bool
     model: DetectorModel
     skip_known: bool
+    # `--tag-objects`: write each S3 image's verdict onto its object as tags
+    tag_objects: bool = False
 
 
 def claim_chunk(db: Database, job_id: int, chunk_id: int, worker: str | None) -> Claim | None:
@@ -203,8 +205,15 @@ def claim_chunk(db: Database, job_id: int, chunk_id: int, worker: str | None) ->
             )
             s.refresh(chunk)
         model = s.get_one(DetectorModel, job.model_id)
-        skip_known = bool((job.options or {}).get("skip_known"))
-        return Claim(list(chunk.refs), chunk.attempts, done, model, skip_known)
+        options = job.options or {}
+        return Claim(
+            list(chunk.refs),
+            chunk.attempts,
+            done,
+            model,
+            skip_known=bool(options.get("skip_known")),
+            tag_objects=bool(options.get("tag_objects")),
+        )
 
 
 def commit_chunk(db: Database, job_id: int, chunk_id: int, model_id: int, rows: Sequence[ResultRow]) -> None:
