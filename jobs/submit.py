@@ -24,6 +24,7 @@ def create_job(
     model_ref: str | None,
     chunk_size: int,
     options: dict[str, Any] | None = None,
+    schedule_id: int | None = None,
 ) -> int:
     """Validate the sources, resolve the model and insert a pending job; returns its id."""
     if not sources:
@@ -42,6 +43,7 @@ def create_job(
             planned=False,
             total=0,
             skipped=0,
+            schedule_id=schedule_id,
         )
         s.add(job)
         s.flush()
