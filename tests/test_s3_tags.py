@@ -90,7 +90,11 @@ def test_scored_and_corrupt_objects_are_tagged_and_foreign_tags_kept(
 
     broken = rows[f"s3://{bucket}/broken.jpg"]
     assert broken.error_kind is not None and broken.verdict == "error" and broken.tag_error is None
-    assert tags_of(s3_home, bucket, "broken.jpg") == {VERDICT_TAG: "error", P_REAL_TAG: "", MODEL_TAG: "tiny:1"}
+    assert tags_of(s3_home, bucket, "broken.jpg") == {
+        VERDICT_TAG: "error",
+        P_REAL_TAG: "",
+        MODEL_TAG: "tiny:1",
+    }
 
     # a second scan overwrites our own tags in place: still 5 tags, not 8
     scan(invoke, f"s3://{bucket}/", "--tag-objects")
@@ -127,7 +131,9 @@ def test_missing_object_or_bucket_is_a_tag_error_without_secrets(s3_home: Settin
     assert SECRET not in gone.tag_error + no_bucket.tag_error
 
 
-def test_without_the_flag_nothing_is_written(s3_home: Settings, bucket: str, invoke: Callable[..., str]) -> None:
+def test_without_the_flag_nothing_is_written(
+    s3_home: Settings, bucket: str, invoke: Callable[..., str]
+) -> None:
     set_tags(s3_home, bucket, "gen.png", {"owner": "me"})
     rows = scan(invoke, f"s3://{bucket}/")
     assert all(row.tag_error is None for row in rows.values())

@@ -43,7 +43,12 @@ def beat(name: str, env: dict[str, str], tmp: Path) -> Iterator[subprocess.Popen
     cwd.mkdir()
     with open(tmp / f"{name}.log", "wb") as log:
         proc = subprocess.Popen(
-            aiscan_argv(["beat"]), env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            aiscan_argv(["beat"]),
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         yield proc
@@ -68,9 +73,7 @@ def _settled(db: Database, schedule_id: int) -> tuple[list[ScheduleRun], list[Jo
     return runs, jobs
 
 
-def test_two_beats_start_each_due_run_once(
-    tmp_path: Path, postgres_server: str, redis_server: str
-) -> None:
+def test_two_beats_start_each_due_run_once(tmp_path: Path, postgres_server: str, redis_server: str) -> None:
     images = png_dir(tmp_path / "photos", 3, (96, 96))
     with services.scratch_database("aiscan_beat") as database_url, services.scratch_redis_db() as broker_url:
         env = {
