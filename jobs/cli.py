@@ -15,6 +15,7 @@ import click
 
 from aiscan.jobs import console
 from aiscan.jobs.artifacts import register_artifact
+from aiscan.jobs.cli_schedule import schedule
 from aiscan.jobs.errors import AiscanError
 from aiscan.jobs.follow import follow_job
 from aiscan.jobs.inprocess import InProcessQueue, run_queue, run_scan
@@ -217,6 +218,9 @@ def scan(
         console.emit_json(summary)
     else:
         console.print_job_summary(summary)
+
+
+cli.add_command(schedule)
 
 
 # ---------------------------------------------------------------- jobs

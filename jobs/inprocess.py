@@ -83,3 +83,16 @@ def run_scan(
     queue.send(PLAN_JOB, job_id)
     run_queue(settings, queue, job_id, batch_size=batch_size, show_progress=show_progress)
     return job_id
+
+
+def run_sent_plans(
+    settings: Settings, sent: list[tuple[str, tuple[Any, ...]]], *, batch_size: int, show_progress: bool
+) -> list[int]:
+    """Run here, one job after another, the jobs whose planning tasks were collected in ``sent`` (by a
+    schedule tick without a broker); their ids."""
+    job_ids = [int(args[0]) for name, args in sent if name == PLAN_JOB]
+    for job_id in job_ids:
+        queue = InProcessQueue()
+        queue.send(PLAN_JOB, job_id)
+        run_queue(settings, queue, job_id, batch_size=batch_size, show_progress=show_progress)
+    return job_ids

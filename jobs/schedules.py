@@ -11,9 +11,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from celery.schedules import crontab
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,9 +22,10 @@ from aiscan.jobs.errors import AiscanError, NotFound
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import open_source
 from aiscan.jobs.store.db import Database
-from aiscan.jobs.store.models import JobStatus, Schedule, ScheduleRun
+from aiscan.jobs.store.models import Job, JobStatus, Schedule, ScheduleMark, ScheduleRun
 from aiscan.jobs.store.operations import mark_job
 from aiscan.jobs.store.queries import resolve_model
+from aiscan.jobs.store.refs import display_ref
 from aiscan.jobs.submit import create_job
 from aiscan.jobs.tasks import PLAN_JOB
 
@@ -249,7 +251,7 @@ def claim_run(session: Session, schedule_id: int, due_at: datetime) -> bool:
     return True
 
 
-def _job_options(schedule: Schedule, settings: Settings) -> dict[str, object]:
+def _job_options(schedule: Schedule, settings: Settings) -> dict[str, Any]:
     return {
         "incremental": True,
         "tag_objects": schedule.tag_objects,
@@ -339,3 +341,37 @@ def run_now(
         )
     _send_plan(db, send, job_id)
     return job_id
+
+
+# -- what `aiscan schedule list/show` print -----------------------------------------------------------
+
+
+def schedule_summary(session: Session, schedule: Schedule) -> dict[str, Any]:
+    """A schedule's settings, state, next due time and its last run's status and stats."""
+    last = session.get(Job, schedule.last_job_id) if schedule.last_job_id is not None else None
+    marked = session.scalar(select(func.count()).where(ScheduleMark.schedule_id == schedule.id)) or 0
+    return {
+        "name": schedule.name,
+        "sources": [display_ref(source) for source in schedule.sources],
+        "every_s": schedule.every_s,
+        "cron": schedule.cron,
+        "model": schedule.model_ref,
+        "rescan_on_model_change": schedule.rescan_on_model_change,
+        "tag_objects": schedule.tag_objects,
+        "state": "paused" if schedule.paused else "active",
+        "next_due_at": as_utc(schedule.next_due_at).isoformat(),
+        "last_run_at": as_utc(schedule.last_run_at).isoformat() if schedule.last_run_at else None,
+        "last_job_id": schedule.last_job_id,
+        "last_job_status": last.status if last is not None else None,
+        "last_job_stats": dict(last.schedule_stats) if last is not None and last.schedule_stats else None,
+        "last_completed_job_id": schedule.last_completed_job_id,
+        "marked_objects": marked,
+    }
+
+
+def schedule_summaries(db: Database, name: str | None = None) -> list[dict[str, Any]]:
+    """The summaries of every schedule by name, or of the one named ``name`` (NotFound if none)."""
+    with db.session() as s:
+        if name is not None:
+            return [schedule_summary(s, _by_name(s, name))]
+        return [schedule_summary(s, row) for row in s.scalars(select(Schedule).order_by(Schedule.name))]
