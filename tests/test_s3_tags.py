@@ -139,3 +139,13 @@ def test_without_the_flag_nothing_is_written(
     assert all(row.tag_error is None for row in rows.values())
     assert tags_of(s3_home, bucket, "cam.jpg") == {}
     assert tags_of(s3_home, bucket, "gen.png") == {"owner": "me"}
+
+
+def test_a_schedule_with_tag_objects_tags_what_it_scans(
+    s3_home: Settings, bucket: str, invoke: Callable[..., str]
+) -> None:
+    invoke("schedule", "add", "nightly", f"s3://{bucket}/", "--every", "1d", "--tag-objects")
+    job_id = json.loads(invoke("schedule", "run", "nightly", "--json"))["job_id"]
+    rows = job_rows(job_id)
+    assert tags_of(s3_home, bucket, "gen.png")[VERDICT_TAG] == rows[f"s3://{bucket}/gen.png"].verdict
+    assert tags_of(s3_home, bucket, "broken.jpg")[VERDICT_TAG] == "error"
