@@ -54,13 +54,10 @@ def diff_entries(
         if not plan.full:
             keys = {key for _ref, fp, key in keyed if fp is not None}
             if keys:
-                marks = dict(
-                    s.execute(
-                        select(ScheduleMark.uri_key, ScheduleMark.fingerprint).where(
-                            ScheduleMark.schedule_id == plan.schedule_id, ScheduleMark.uri_key.in_(keys)
-                        )
-                    ).tuples()
+                query = select(ScheduleMark.uri_key, ScheduleMark.fingerprint).where(
+                    ScheduleMark.schedule_id == plan.schedule_id, ScheduleMark.uri_key.in_(keys)
                 )
+                marks = {key: fingerprint for key, fingerprint in s.execute(query)}
         # One row per key: a repeated ref (overlapping sources) is one object, and one upsert may not
         # touch a row twice.
         seen = {key: fp for _ref, fp, key in keyed if fp is not None}
