@@ -30,8 +30,8 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_home(home: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Settings:
-    """The `home` fixture's embedded aiscan pointed at moto, with dummy credentials that stay on loopback."""
+def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Dummy credentials; no shared config files and no instance metadata, so nothing leaves loopback."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTING")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
@@ -40,6 +40,11 @@ def s3_home(home: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     for var in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def s3_home(home: Path, aws_env: None, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The `home` fixture's embedded aiscan pointed at moto."""
     monkeypatch.setenv("AISCAN_S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("AISCAN_URL_TIMEOUT", "5")
     get_settings.cache_clear()
@@ -129,6 +134,22 @@ def test_missing_object_or_bucket_is_a_tag_error_without_secrets(s3_home: Settin
     assert no_bucket.tag_error is not None and "no longer exists" in no_bucket.tag_error
     assert local.tag_error is None  # not an S3 object: nothing to tag, nothing to fail
     assert SECRET not in gone.tag_error + no_bucket.tag_error
+
+
+def test_a_denied_tagging_is_a_tag_error(aws_env: None, tmp_path: Path) -> None:
+    """A store that refuses GetObjectTagging (an IAM or bucket policy without the tagging actions)."""
+    denied = b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>m</Message></Error>"
+    with netservers.FaultyHTTPServer() as srv:
+        srv.add("/bkt/a.jpg", denied, status=403, content_type="application/xml")
+        settings = Settings.from_env(
+            {"AISCAN_HOME": str(tmp_path), "AISCAN_S3_ENDPOINT_URL": srv.url(""), "AISCAN_URL_RETRIES": "0"}
+        )
+        row = ResultRow("s3://bkt/a.jpg", p_real=0.9, label="real", verdict="real")
+        with ObjectTagger(settings, "tiny:1") as tagger:
+            tagger.submit(row)
+    assert row.tag_error is not None and "denied (AccessDenied)" in row.tag_error
+    assert "s3:PutObjectTagging" in row.tag_error and SECRET not in row.tag_error
+    assert (row.p_real, row.verdict) == (0.9, "real")
 
 
 def test_without_the_flag_nothing_is_written(
