@@ -13,7 +13,7 @@ from aiscan.jobs import logsafe
 from aiscan.jobs.errors import ConfigError, Unavailable
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources.urltext import redact_url
-from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, RECOVER_STALLED, ROUTES, task_time_limit
+from aiscan.jobs.tasks import PLAN_QUEUE, QUEUES, RECOVER_STALLED, ROUTES, TICK_SCHEDULES, task_time_limit
 
 # Seconds a new pool process may take to start (import the model stack, warm up) before it is replaced.
 WORKER_PROC_ALIVE_S = 180
@@ -80,7 +80,14 @@ def make_app(settings: Settings) -> Celery:
                 "schedule": recovery_interval(settings),
                 # A tick nobody took in time is dropped: the next one does the same work.
                 "options": {"queue": ROUTES[RECOVER_STALLED], "expires": recovery_interval(settings)},
-            }
+            },
+            # Beat only sends ticks; which schedule is due, and the claim that starts each due run once
+            # however many beats and ticks race, live in the database.
+            "aiscan-tick-schedules": {
+                "task": TICK_SCHEDULES,
+                "schedule": float(settings.schedule_tick),
+                "options": {"queue": ROUTES[TICK_SCHEDULES], "expires": float(settings.schedule_tick)},
+            },
         },
     )
     return app

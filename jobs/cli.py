@@ -15,6 +15,7 @@ import click
 
 from aiscan.jobs import console
 from aiscan.jobs.artifacts import register_artifact
+from aiscan.jobs.cli_schedule import schedule
 from aiscan.jobs.errors import AiscanError
 from aiscan.jobs.follow import follow_job
 from aiscan.jobs.inprocess import InProcessQueue, run_queue, run_scan
@@ -155,6 +156,11 @@ def main(argv: list[str] | None = None) -> None:
 @click.option(
     "--skip-known", is_flag=True, help="Reuse the result of an image whose content this model already scored."
 )
+@click.option(
+    "--tag-objects",
+    is_flag=True,
+    help="Tag each S3 object with its verdict, p_real and model (aiscan-* tags; others are kept).",
+)
 @click.option("--wait", is_flag=True, help="With a broker: follow the job until it ends.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def scan(
@@ -164,6 +170,7 @@ def scan(
     chunk_size: int | None,
     batch_size: int | None,
     skip_known: bool,
+    tag_objects: bool,
     wait: bool,
     as_json: bool,
 ) -> None:
@@ -185,6 +192,7 @@ def scan(
             batch_size=batch_size or settings.batch_size,
             show_progress=not as_json,
             skip_known=skip_known,
+            tag_objects=tag_objects,
         )
     else:
         from aiscan.jobs.app import CeleryQueue, make_app
@@ -196,7 +204,7 @@ def scan(
             specs,
             model_ref=model_ref,
             chunk_size=chunk_size,
-            options={"skip_known": skip_known},
+            options={"skip_known": skip_known, "tag_objects": tag_objects},
         )
         if not wait:
             if as_json:
@@ -210,6 +218,9 @@ def scan(
         console.emit_json(summary)
     else:
         console.print_job_summary(summary)
+
+
+cli.add_command(schedule)
 
 
 # ---------------------------------------------------------------- jobs
@@ -804,7 +815,8 @@ def worker(
 @click.option("--loglevel", type=LOG_LEVEL, default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run Celery beat for AISCAN_BROKER_URL: every few seconds a worker re-sends the tasks of jobs with
-    no progress for AISCAN_STALL_TIMEOUT (lost in a broker restart, say). Several beats are harmless."""
+    no progress for AISCAN_STALL_TIMEOUT (lost in a broker restart, say), and every AISCAN_SCHEDULE_TICK
+    seconds one starts the schedules that are due. Several beats are harmless."""
     from aiscan.jobs.app import make_app
 
     settings = _broker_settings("beat")

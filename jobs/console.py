@@ -149,6 +149,13 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
         console.print(f"skipped {n} {noun}" + (f" ({reasons})" if reasons else ""))
     if summary["error"]:
         console.print(f"[red]job error:[/red] {summary['error']}")
+    if summary.get("schedule"):
+        console.print(f"schedule: {summary['schedule']}", markup=False)
+    if stats := summary.get("schedule_stats"):
+        console.print(
+            f"listed {stats['listed']}: {stats['changed']} new or changed, {stats['unchanged']} unchanged, "
+            f"{stats['deleted']} deleted since the last completed run"
+        )
     if summary["images_per_second"]:
         console.print(f"{summary['elapsed_s']:.1f} s, {summary['images_per_second']:.1f} images/s")
     console.print(f"job id: {summary['job_id']}  (aiscan report {summary['job_id']} -o FILE)")

@@ -16,6 +16,8 @@ Every error aiscan raises on purpose, and where it ends::
     |   +-- TransientFetchError  storage down: a worker retries the task with backoff and, after the
     |                            last retry, records the chunk's images as `unavailable` rows
     +-- FetchError ............. one image ref: a result row with its ``error_kind``, the job goes on
+    +-- TagError ............... (--tag-objects) an S3 object that could not be tagged: its row's
+    |                            ``tag_error``; the row's score and ``error_kind`` stay as they are
     +-- ModelError ............. (model.errors) CLI: one line, exit status 1
     |   +-- DatasetError ....... (training.dataset) a training folder aiscan cannot use
     +-- DecodeError ............ (model.errors) one image: a row with its class's ``error_kind``
@@ -61,6 +63,10 @@ class FetchError(Exception):
     def __init__(self, error_kind: ErrorKind, message: str) -> None:
         super().__init__(message)
         self.error_kind = error_kind
+
+
+class TagError(Exception):
+    """Tagging one S3 object with its verdict failed; recorded as the row's ``tag_error``."""
 
 
 class TransientFetchError(AiscanError):

@@ -60,6 +60,7 @@ def run_scan(
     batch_size: int,
     show_progress: bool,
     skip_known: bool = False,
+    tag_objects: bool = False,
 ) -> int:
     """Create a job and run all its tasks in this process, with a progress bar; returns the job id."""
     trust_anchors(settings)  # a bad anchors file stops the scan before its job exists
@@ -70,7 +71,7 @@ def run_scan(
         sources,
         model_ref=model_ref,
         chunk_size=chunk_size,
-        options={"batch_size": batch_size, "skip_known": skip_known},
+        options={"batch_size": batch_size, "skip_known": skip_known, "tag_objects": tag_objects},
     )
     with db.session() as s:
         model = s.get_one(DetectorModel, get_job(s, job_id).model_id)
@@ -82,3 +83,16 @@ def run_scan(
     queue.send(PLAN_JOB, job_id)
     run_queue(settings, queue, job_id, batch_size=batch_size, show_progress=show_progress)
     return job_id
+
+
+def run_sent_plans(
+    settings: Settings, sent: list[tuple[str, tuple[Any, ...]]], *, batch_size: int, show_progress: bool
+) -> list[int]:
+    """Run here, one job after another, the jobs whose planning tasks were collected in ``sent`` (by a
+    schedule tick without a broker); their ids."""
+    job_ids = [int(args[0]) for name, args in sent if name == PLAN_JOB]
+    for job_id in job_ids:
+        queue = InProcessQueue()
+        queue.send(PLAN_JOB, job_id)
+        run_queue(settings, queue, job_id, batch_size=batch_size, show_progress=show_progress)
+    return job_ids

@@ -37,6 +37,7 @@ COLUMNS = (
     "tile_p_real",
     "error_kind",
     "error",
+    "tag_error",
     "evidence",
     "model",
     "classified_at",

@@ -9,6 +9,7 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Generator, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
@@ -24,6 +25,7 @@ from aiscan.jobs.sources.urltext import redact_text
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import ResultRow
 from aiscan.jobs.store.operations import known_scores
+from aiscan.jobs.tagging import ObjectTagger
 from aiscan.jobs.tasks import Classifier, TaskContext
 from aiscan.model.batching import read_ahead, read_window, score_batches
 from aiscan.model.errors import ErrorKind
@@ -55,11 +57,17 @@ class _Fetched:
 
 
 def score_refs(
-    ctx: TaskContext, classifier: Classifier, refs: list[str], *, reuse_from: int | None = None
+    ctx: TaskContext,
+    classifier: Classifier,
+    refs: list[str],
+    *,
+    reuse_from: int | None = None,
+    tag_as: str | None = None,
 ) -> list[ResultRow]:
     """One row per ref, in the order they were handled; fetch and decode failures are rows with an error.
 
     With ``reuse_from`` (a model id), images whose content that model already scored reuse the result.
+    With ``tag_as`` (the model's NAME:VERSION), each S3 object handled is tagged with its row's verdict.
     Once ``ctx.deadline`` passes no fetch or decode starts: the refs not handled by then are `timeout` rows.
     """
     window = read_window(classifier)
@@ -81,28 +89,45 @@ def score_refs(
         lookup = classifier.batch_size
         reads = reads_ahead(window=max(lookup, window - lookup))
         fetched = _reuse_known(ctx.db, reads, reuse_from, lookup)
-    rows = []
+    rows: list[ResultRow] = []
+    tagger = ObjectTagger(ctx.settings, tag_as) if tag_as is not None else None
     try:
-        for item, scores in score_batches(
-            _before(ctx, fetched),
-            partial(_decode, classifier, trust),
-            classifier,
-            on_progress=ctx.on_progress,
-        ):
-            if scores is not None:
-                try:
-                    _score_row(classifier, item, scores)
-                except Exception as exc:  # one image's aggregation, like its fetch and decode
-                    row = item.row
-                    row.p_real = row.label = None
-                    row.error_kind, row.error = ErrorKind.INTERNAL, internal_error(exc)
-            if item.row.verdict is None:  # a reused score brings its verdict along
-                item.row.verdict = verdict(item.declared, item.row.label, item.row.error_kind)
-            rows.append(item.row)
+        with tagger or nullcontext():
+            rows = _score_all(ctx, classifier, fetched, trust, tagger)
     finally:
         if isinstance(reads, Generator):
             reads.close()  # reads still running finish (each has its own deadline); queued ones never start
     return rows + _timed_out(refs, rows, ctx)
+
+
+def _score_all(
+    ctx: TaskContext,
+    classifier: Classifier,
+    fetched: Iterator[_Fetched],
+    trust: TrustAnchors | None,
+    tagger: ObjectTagger | None,
+) -> list[ResultRow]:
+    """The rows of the fetched images, decoded and scored in batches; each handed to ``tagger`` when done."""
+    rows = []
+    for item, scores in score_batches(
+        _before(ctx, fetched),
+        partial(_decode, classifier, trust),
+        classifier,
+        on_progress=ctx.on_progress,
+    ):
+        if scores is not None:
+            try:
+                _score_row(classifier, item, scores)
+            except Exception as exc:  # one image's aggregation, like its fetch and decode
+                row = item.row
+                row.p_real = row.label = None
+                row.error_kind, row.error = ErrorKind.INTERNAL, internal_error(exc)
+        if item.row.verdict is None:  # a reused score brings its verdict along
+            item.row.verdict = verdict(item.declared, item.row.label, item.row.error_kind)
+        if tagger is not None:
+            tagger.submit(item.row)
+        rows.append(item.row)
+    return rows
 
 
 def score_bytes(classifier: Classifier, trust: TrustAnchors | None, ref: str, data: bytes) -> ResultRow:

@@ -29,6 +29,8 @@ MAX_SECONDS = 7 * 24 * 3600
 MAX_RETRIES = 1000
 MAX_GPUS = 1024
 MAX_UPLOAD_BYTES = 1 << 34
+# A schedule tick rarer than an hour would start runs of `--every 1h` schedules an hour late.
+MAX_SCHEDULE_TICK = 3600
 
 
 def _number(env: Mapping[str, str], name: str, default: T, minimum: T, maximum: T) -> T:
@@ -156,6 +158,8 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     # `aiscan serve`: the largest request body (an upload) read; a larger one is refused with 413.
     max_upload_bytes: int = 32 * 1024 * 1024
+    # Seconds between two schedule ticks of `aiscan beat`: how late past its due time a schedule may start.
+    schedule_tick: int = 30
 
     @property
     def models_dir(self) -> Path:
@@ -200,6 +204,7 @@ class Settings:
             c2pa_trust_anchors=_file(env, "C2PA_TRUST_ANCHORS", "a PEM file of C2PA trust anchors"),
             api_token=_token(env, "API_TOKEN"),
             max_upload_bytes=_number(env, "MAX_UPLOAD_BYTES", 32 * 1024 * 1024, 1024, MAX_UPLOAD_BYTES),
+            schedule_tick=_number(env, "SCHEDULE_TICK", 30, 1, MAX_SCHEDULE_TICK),
         )
 
 

@@ -13,6 +13,7 @@ from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import Job, JobStatus
 from aiscan.jobs.store.operations import mark_job, reopen_job
 from aiscan.jobs.store.queries import get_job, resolve_model
+from aiscan.jobs.store.schedules import settle_run
 from aiscan.jobs.tasks import CLASSIFY_CHUNK, PLAN_JOB
 
 
@@ -24,6 +25,7 @@ def create_job(
     model_ref: str | None,
     chunk_size: int,
     options: dict[str, Any] | None = None,
+    schedule_id: int | None = None,
 ) -> int:
     """Validate the sources, resolve the model and insert a pending job; returns its id."""
     if not sources:
@@ -42,6 +44,7 @@ def create_job(
             planned=False,
             total=0,
             skipped=0,
+            schedule_id=schedule_id,
         )
         s.add(job)
         s.flush()
@@ -74,6 +77,7 @@ def cancel_job(db: Database, job_id: int) -> str:
         job = get_job(s, job_id)
         if job.status not in JobStatus.FINISHED:
             job.status, job.finished_at = JobStatus.CANCELLED, datetime.now(UTC)
+            settle_run(s, job)  # a cancelled run leaves its schedule's marks as they were
         return job.status
 
 

@@ -48,7 +48,9 @@ def _summary(session: Session, job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
         "images_per_second": round(counts.done / elapsed, 2) if elapsed else None,
-    }
+        # The schedule that started the job, as named then (it may have been removed since).
+        "schedule": (job.options or {}).get("schedule"),
+    } | ({"schedule_stats": dict(job.schedule_stats)} if job.schedule_stats else {})
 
 
 def _as_aware(value: datetime) -> datetime:

@@ -22,6 +22,8 @@ CLASSIFY_CHUNK = "aiscan.classify_chunk"
 FINISH_JOB = "aiscan.finish_job"
 # Periodic, sent by `aiscan beat`: re-sends the tasks of jobs that stopped making progress.
 RECOVER_STALLED = "aiscan.recover_stalled"
+# Periodic, sent by `aiscan beat`: starts the schedules that are due (the database decides which, once).
+TICK_SCHEDULES = "aiscan.tick_schedules"
 
 PLAN_QUEUE = "aiscan.plan"
 CLASSIFY_QUEUE = "aiscan.classify"
@@ -31,6 +33,7 @@ ROUTES = {
     PLAN_JOB: PLAN_QUEUE,
     FINISH_JOB: PLAN_QUEUE,
     RECOVER_STALLED: PLAN_QUEUE,
+    TICK_SCHEDULES: PLAN_QUEUE,
     CLASSIFY_CHUNK: CLASSIFY_QUEUE,
 }
 # A task still running this long after its soft time limit is killed by its worker.

@@ -24,7 +24,14 @@ from aiscan.jobs.settings import get_settings
 from aiscan.jobs.store.db import DatabaseUnavailable, driver_error, is_transient, open_database
 from aiscan.jobs.store.models import JobStatus
 from aiscan.jobs.store.operations import mark_job
-from aiscan.jobs.tasks import CLASSIFY_CHUNK, FINISH_JOB, PLAN_JOB, RECOVER_STALLED, TaskContext
+from aiscan.jobs.tasks import (
+    CLASSIFY_CHUNK,
+    FINISH_JOB,
+    PLAN_JOB,
+    RECOVER_STALLED,
+    TICK_SCHEDULES,
+    TaskContext,
+)
 from aiscan.model.errors import ErrorKind
 from aiscan.worker import runtime
 
@@ -132,3 +139,10 @@ def classify_chunk(self: Task, job_id: int, chunk_id: int) -> None:
 @app.task(name=RECOVER_STALLED)
 def recover_stalled_jobs() -> None:
     recover_stalled(open_database(settings.database_url), settings, queue.send)
+
+
+# Sent by `aiscan beat`; no retries: the next tick starts whatever is still due.
+@app.task(name=TICK_SCHEDULES)
+def tick_schedules() -> None:
+    with _transient_database_errors():
+        pipeline.tick_schedules(_context())

@@ -10,7 +10,10 @@ from typing import Protocol
 
 class Source(Protocol):
     """A parsed source argument; ``spec`` is what the job stores, ``skip_reasons`` counts the entries
-    that are not image refs by why (``skipped`` is their total)."""
+    that are not image refs by why (``skipped`` is their total).
+
+    ``iter_entries`` yields the same refs as ``iter_refs``, each with a fingerprint that changes when the
+    object does (None: no cheap way to tell, so a scheduled run always scans it)."""
 
     spec: str
     skip_reasons: dict[str, int]
@@ -19,6 +22,8 @@ class Source(Protocol):
     def skipped(self) -> int: ...
 
     def iter_refs(self) -> Iterator[str]: ...
+
+    def iter_entries(self) -> Iterator[tuple[str, str | None]]: ...
 
 
 class SkipCounts:

@@ -68,6 +68,16 @@ class LocalSource(SkipCounts):
         else:
             self.skip(file_kind(mode))
 
+    def iter_entries(self) -> Iterator[tuple[str, str | None]]:
+        """The refs of ``iter_refs`` with ``size:BYTES:mtime_ns:NS``: a rewrite changes one or the other."""
+        for ref in self.iter_refs():
+            try:
+                st = os.stat(ref)
+            except OSError:
+                yield ref, None  # gone or unreadable since the walk: its scan records why
+                continue
+            yield ref, f"size:{st.st_size}:mtime_ns:{st.st_mtime_ns}"
+
     def _walk(self) -> Iterator[str]:
         # one iterator of sorted entries per open directory: the order of a recursive walk, at any depth
         stack = [iter(self._entries(self.root))]

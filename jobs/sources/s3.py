@@ -168,6 +168,11 @@ class S3Source(SkipCounts):
 
     def iter_refs(self) -> Iterator[str]:
         """``s3://bucket/key`` refs in key order; keys without an image extension count as skipped."""
+        for ref, _fingerprint in self.iter_entries():
+            yield ref
+
+    def iter_entries(self) -> Iterator[tuple[str, str | None]]:
+        """The refs of ``iter_refs`` with ``etag:ETAG`` from the listing: an overwrite changes the ETag."""
         paginator = s3_client(self._settings).get_paginator("list_objects_v2")
         pages = iter(
             paginator.paginate(
@@ -185,7 +190,8 @@ class S3Source(SkipCounts):
                 if key.endswith("/"):  # a "folder" marker, not an object anyone scans
                     continue
                 if posixpath.splitext(key)[1].lower() in IMAGE_EXTENSIONS:
-                    yield f"s3://{self.bucket}/{key}"
+                    etag = str(obj.get("ETag") or "").strip('"')
+                    yield f"s3://{self.bucket}/{key}", f"etag:{etag}" if etag else None
                 else:
                     self.skip("not_an_image")
 

@@ -38,6 +38,9 @@ class UrlSource(SkipCounts):
     def iter_refs(self) -> Iterator[str]:
         yield self.spec
 
+    def iter_entries(self) -> Iterator[tuple[str, str | None]]:
+        yield self.spec, None  # a URL's content cannot be told unchanged without fetching it
+
 
 class UrlListSource(SkipCounts):
     """A text file with one URL per line, or a CSV file with a ``url`` column, read lazily."""
@@ -72,6 +75,11 @@ class UrlListSource(SkipCounts):
         if self.path.suffix.lower() == ".csv" and header is not None:
             raise SourceError(f"{self.path}: a CSV URL list needs a header line with a 'url' column")
         return None
+
+    def iter_entries(self) -> Iterator[tuple[str, str | None]]:
+        """The URLs, never fingerprinted: a scheduled run fetches every one."""
+        for ref in self.iter_refs():
+            yield ref, None
 
     def iter_refs(self) -> Iterator[str]:
         """The URLs in file order; non-http(s) entries become refs too, so they end as error rows."""

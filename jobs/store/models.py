@@ -112,6 +112,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The schedule that started the job (0008), and what its incremental planning found:
+    # {"listed", "changed", "unchanged", "deleted"}.
+    schedule_id: Mapped[int | None] = mapped_column(
+        ForeignKey("schedules.id", ondelete="SET NULL"), index=True
+    )
+    schedule_stats: Mapped[dict[str, int] | None] = mapped_column(JSON)
 
 
 class Chunk(Base):
@@ -179,6 +185,8 @@ class Result(Base):
     evidence: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     classified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Why writing the verdict back as an S3 object tag failed (0008); None when it was not asked or worked.
+    tag_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Thumbnail(Base):
@@ -192,6 +200,68 @@ class Thumbnail(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     uri_key: Mapped[str] = mapped_column(String(64))
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Schedule(Base):
+    """A recurring, incremental scan of some sources: every ``every_s`` seconds or on a ``cron`` line."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_schedules_name"),
+        Index("ix_schedules_due", "paused", "next_due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    sources: Mapped[list[Any]] = mapped_column(RefList)
+    model_ref: Mapped[str | None] = mapped_column(String(200))
+    every_s: Mapped[int | None] = mapped_column(Integer)
+    cron: Mapped[str | None] = mapped_column(String(100))
+    rescan_on_model_change: Mapped[bool] = mapped_column(Boolean, default=False)
+    tag_objects: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    next_due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_job_id: Mapped[int | None] = mapped_column(Integer)
+    # The last run that finished done: its listing is in schedule_marks, its model in last_model_id.
+    last_completed_job_id: Mapped[int | None] = mapped_column(Integer)
+    last_model_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScheduleRun(Base):
+    """One claimed due time of a schedule: the unique key makes a run start once however many ticks race."""
+
+    __tablename__ = "schedule_runs"
+    __table_args__ = (UniqueConstraint("schedule_id", "due_at", name="uq_schedule_runs_due"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ScheduleMark(Base):
+    """One object as the schedule's last completed run found it: its key and fingerprint."""
+
+    __tablename__ = "schedule_marks"
+    __table_args__ = (PrimaryKeyConstraint("schedule_id", "uri_key", name="pk_schedule_marks"),)
+
+    schedule_id: Mapped[int] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    uri_key: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(200))
+
+
+class ScheduleSeen(Base):
+    """One object a scheduled job listed while planning; becomes the marks when the job ends done."""
+
+    __tablename__ = "schedule_seen"
+    __table_args__ = (PrimaryKeyConstraint("job_id", "uri_key", name="pk_schedule_seen"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    uri_key: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(200))
 
 
 @dataclass(slots=True)
@@ -220,5 +290,6 @@ class ResultRow:
     source_type: str | None = None
     c2pa_state: str | None = None
     evidence: dict[str, Any] | None = None
+    tag_error: str | None = None
     # Not a results column: written to `thumbnails` beside the row (operations.ROW_ONLY).
     thumbnail: bytes | None = None

@@ -29,6 +29,7 @@ from aiscan.jobs.store.models import (
 )
 from aiscan.jobs.store.queries import count_open_chunks, get_job, open_chunks
 from aiscan.jobs.store.refs import display_ref, original_ref, storable_text, stored_original, uri_key
+from aiscan.jobs.store.schedules import Incremental, incremental_plan, settle_run
 from aiscan.model.errors import ErrorKind
 from aiscan.model.provenance.evidence import verdict
 
@@ -46,6 +47,8 @@ class Plan:
 
     sources: list[str]
     chunk_size: int
+    # A scheduled job's diff against its schedule's marks; None scans everything listed.
+    incremental: Incremental | None = None
 
 
 def start_planning(db: Database, job_id: int) -> Plan | None:
@@ -56,7 +59,7 @@ def start_planning(db: Database, job_id: int) -> Plan | None:
             return None
         job.status = JobStatus.PLANNING
         job.started_at = job.started_at or _now()
-        return Plan(list(job.sources), job.chunk_size)
+        return Plan(list(job.sources), job.chunk_size, incremental_plan(s, job))
 
 
 def add_chunk(db: Database, job_id: int, seq: int, refs: list[str], *, refs_so_far: int) -> int | None:
@@ -80,13 +83,22 @@ def add_chunk(db: Database, job_id: int, seq: int, refs: list[str], *, refs_so_f
         return chunk_id
 
 
-def end_planning(db: Database, job_id: int, *, total: int, skip_reasons: Mapping[str, int]) -> None:
-    """Record a planned job's counts (skipped entries by reason, and their total) and mark it
-    ``running``, unless it finished meanwhile."""
+def end_planning(
+    db: Database,
+    job_id: int,
+    *,
+    total: int,
+    skip_reasons: Mapping[str, int],
+    schedule_stats: Mapping[str, int] | None = None,
+) -> None:
+    """Record a planned job's counts (skipped entries by reason, and their total; a scheduled run's
+    listed/changed/unchanged/deleted) and mark it ``running``, unless it finished meanwhile."""
     with db.session() as s:
         job = s.get(Job, job_id)
         if job is None:
             return
+        if schedule_stats is not None:
+            job.schedule_stats = dict(schedule_stats)
         job.total, job.skipped, job.planned = total, sum(skip_reasons.values()), True
         job.skip_reasons = (
             {storable_text(k, 200): int(v) for k, v in skip_reasons.items()} if skip_reasons else None
@@ -111,6 +123,8 @@ def mark_job(db: Database, job_id: int, status: JobStatus, *, error: str | None 
             # Counted from the rows, so redelivered chunks and `retry --errors` leave it the same.
             rows = s.scalar(select(func.count()).where(Result.job_id == job_id)) or 0
             job.duplicates = max(0, job.total - rows)
+        if status in JobStatus.FINISHED and job.schedule_id is not None:
+            settle_run(s, job)
 
 
 def ready_to_finish(db: Database, job_id: int) -> bool:
@@ -181,6 +195,8 @@ class Claim:
     done: bool
     model: DetectorModel
     skip_known: bool
+    # `--tag-objects`: write each S3 image's verdict onto its object as tags
+    tag_objects: bool = False
 
 
 def claim_chunk(db: Database, job_id: int, chunk_id: int, worker: str | None) -> Claim | None:
@@ -203,8 +219,15 @@ def claim_chunk(db: Database, job_id: int, chunk_id: int, worker: str | None) ->
             )
             s.refresh(chunk)
         model = s.get_one(DetectorModel, job.model_id)
-        skip_known = bool((job.options or {}).get("skip_known"))
-        return Claim(list(chunk.refs), chunk.attempts, done, model, skip_known)
+        options = job.options or {}
+        return Claim(
+            list(chunk.refs),
+            chunk.attempts,
+            done,
+            model,
+            skip_known=bool(options.get("skip_known")),
+            tag_objects=bool(options.get("tag_objects")),
+        )
 
 
 def commit_chunk(db: Database, job_id: int, chunk_id: int, model_id: int, rows: Sequence[ResultRow]) -> None:

@@ -25,9 +25,9 @@ from aiscan.jobs.store.queries import get_job, list_models, resolve_model
 from aiscan.jobs.summary import job_summary, recent_job_summaries
 from aiscan.jobs.web.runner import EmbeddedRunner
 
-# What a check returns: the report's columns that describe one image (not its job, ref or errors).
+# What a check returns: the report's columns that describe one image (not its job, ref, errors or tags).
 CHECK_FIELDS = tuple(
-    c for c in COLUMNS if c not in ("image_uri", "error_kind", "error", "model", "classified_at")
+    c for c in COLUMNS if c not in ("image_uri", "error_kind", "error", "tag_error", "model", "classified_at")
 )
 
 
