@@ -7,18 +7,18 @@ and moves the next due time past now.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery.schedules import crontab
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aiscan.jobs.errors import AiscanError, NotFound
+from aiscan.jobs.errors import AiscanError, NotFound, SourceError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import open_source
 from aiscan.jobs.store.db import Database
@@ -28,6 +28,11 @@ from aiscan.jobs.store.queries import resolve_model
 from aiscan.jobs.store.refs import display_ref
 from aiscan.jobs.submit import create_job
 from aiscan.jobs.tasks import PLAN_JOB
+
+if TYPE_CHECKING:
+    from celery.schedules import crontab
+
+log = logging.getLogger(__name__)
 
 # A longer interval is a typo (and would overflow a datetime long before it came round).
 MAX_EVERY_S = 366 * 24 * 3600
@@ -78,6 +83,8 @@ def parse_cron(text: str) -> crontab:
         raise ScheduleError(
             f"--cron {text!r} needs 5 fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"
         )
+    from celery.schedules import crontab  # Celery is slow to import; only schedules with a cron line pay
+
     minute, hour, dom, month, dow = fields
     try:
         cron = crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow)
@@ -320,7 +327,13 @@ def tick(
         )
     job_ids: list[int] = []
     for schedule_id, due_at in due:
-        job_id = _start(db, settings, schedule_id, as_utc(due_at), now)
+        try:
+            job_id = _start(db, settings, schedule_id, as_utc(due_at), now)
+        except (SourceError, NotFound) as exc:
+            # One schedule whose source or model is gone must not hold back the others; it is tried
+            # again at its next due time, and `schedule run` shows the error.
+            log.warning("schedule %d: its run due %s was not started: %s", schedule_id, due_at, exc)
+            continue
         if job_id is not None:
             _send_plan(db, send, job_id)
             job_ids.append(job_id)

@@ -179,6 +179,19 @@ def test_tick_starts_each_due_schedule_once(db: Database, tmp_path: Path) -> Non
     assert _utc(get_schedule(db, "paused").next_due_at) == datetime(2026, 3, 11, 3, 1, tzinfo=UTC)
 
 
+def test_tick_passes_over_a_schedule_whose_source_is_gone(db: Database, tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    add_schedule(db, settings, ScheduleSpec("broken", [str(gone)], every="1h"), now=T0)
+    add_schedule(db, settings, ScheduleSpec("fine", [str(tmp_path)], every="1h"), now=T0)
+    gone.rmdir()
+    (job_id,) = tick(db, settings, lambda *task: None, now=T0 + timedelta(hours=1))
+    assert get_schedule(db, "fine").last_job_id == job_id
+    broken = get_schedule(db, "broken")
+    assert broken.last_job_id is None and _utc(broken.next_due_at) == T0 + timedelta(hours=2)
+
+
 def test_racing_ticks_start_one_run(postgres_url: str, tmp_path: Path) -> None:
     db = _db_with_model(postgres_url)
     settings = _settings(tmp_path)
@@ -203,8 +216,8 @@ def test_racing_ticks_start_one_run(postgres_url: str, tmp_path: Path) -> None:
     open_database.cache_clear()
 
 
-def test_migration_down_and_up(db: Database) -> None:
-    add_schedule(db, _settings(Path(db.url.rpartition("/")[2] or "x")), ScheduleSpec("m", ["."], every="1h"))
+def test_migration_down_and_up(db: Database, tmp_path: Path) -> None:
+    add_schedule(db, _settings(tmp_path), ScheduleSpec("m", [str(tmp_path)], every="1h"))
     downgrade(db.engine, "0007")
     upgrade(db.engine)
     with db.session() as s:
