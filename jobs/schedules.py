@@ -303,6 +303,21 @@ def _start(db: Database, settings: Settings, schedule_id: int, due_at: datetime,
     return job_id
 
 
+def _busy(db: Database, schedule_id: int, now: datetime, *, skip: bool) -> int | None:
+    """The job of the schedule's last run while it is unfinished, else None. With ``skip`` the due run
+    counts as missed: runs do not pile up behind a run that takes longer than the interval."""
+    with db.session() as s:
+        schedule = s.get(Schedule, schedule_id)
+        if schedule is None or schedule.last_job_id is None:
+            return None
+        status = s.scalar(select(Job.status).where(Job.id == schedule.last_job_id))
+        if status is None or status in JobStatus.FINISHED:
+            return None
+        if skip and as_utc(schedule.next_due_at) <= now:
+            schedule.next_due_at = _advance(schedule, as_utc(schedule.next_due_at), now)
+        return schedule.last_job_id
+
+
 def _send_plan(db: Database, send: Callable[..., None], job_id: int) -> None:
     try:
         send(PLAN_JOB, job_id)
@@ -315,7 +330,9 @@ def _send_plan(db: Database, send: Callable[..., None], job_id: int) -> None:
 def tick(
     db: Database, settings: Settings, send: Callable[..., None], now: datetime | None = None
 ) -> list[int]:
-    """Start every unpaused schedule that is due: one run each, its PLAN_JOB sent; the new job ids."""
+    """Start every unpaused schedule that is due: one run each, its PLAN_JOB sent; the new job ids.
+
+    A schedule whose last run is still unfinished starts none: that due time counts as missed."""
     now = now or _now()
     with db.session() as s:
         due = list(
@@ -327,6 +344,14 @@ def tick(
         )
     job_ids: list[int] = []
     for schedule_id, due_at in due:
+        if (busy := _busy(db, schedule_id, now, skip=True)) is not None:
+            log.info(
+                "schedule %d: its last run, job %d, is unfinished; the run due %s is skipped",
+                schedule_id,
+                busy,
+                due_at,
+            )
+            continue
         try:
             job_id = _start(db, settings, schedule_id, as_utc(due_at), now)
         except (SourceError, NotFound) as exc:
@@ -343,10 +368,15 @@ def tick(
 def run_now(
     db: Database, settings: Settings, send: Callable[..., None], name: str, now: datetime | None = None
 ) -> int:
-    """Start a run of the schedule named ``name`` now, paused or not; its job id."""
+    """Start a run of the schedule named ``name`` now, paused or not (not while its last run is
+    unfinished); its job id."""
     now = now or _now()
     with db.session() as s:
         schedule_id = _by_name(s, name).id
+    if (busy := _busy(db, schedule_id, now, skip=False)) is not None:
+        raise ScheduleError(
+            f"schedule {name!r} is still running job {busy}: wait for it, or `aiscan jobs cancel {busy}`"
+        )
     job_id = _start(db, settings, schedule_id, now, now)
     if job_id is None:
         raise ScheduleError(

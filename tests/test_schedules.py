@@ -172,6 +172,12 @@ def test_tick_starts_each_due_schedule_once(db: Database, tmp_path: Path) -> Non
         assert job.schedule_id == hourly.id
         assert job.options["incremental"] is True and job.options["schedule"] == "hourly"
     assert tick(db, settings, send, now=now) == []
+    # while its run is unfinished, a due time of hourly passes without a run, and run_now says why
+    assert tick(db, settings, send, now=T0 + timedelta(hours=6)) == []
+    assert _utc(get_schedule(db, "hourly").next_due_at) == T0 + timedelta(hours=7)
+    with pytest.raises(ScheduleError, match=f"still running job {job_id}"):
+        run_now(db, settings, send, "hourly")
+    cancel_job(db, job_id)
     # the nightly one comes at 03:00 the next day, and the paused one never
     started = tick(db, settings, send, now=datetime(2026, 3, 11, 3, 0, tzinfo=UTC))
     assert len(started) == 2  # hourly again, and nightly
