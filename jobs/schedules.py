@@ -7,18 +7,18 @@ and moves the next due time past now.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from celery.schedules import crontab
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aiscan.jobs.errors import AiscanError, NotFound
+from aiscan.jobs.errors import AiscanError, NotFound, SourceError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import open_source
 from aiscan.jobs.store.db import Database
@@ -28,6 +28,11 @@ from aiscan.jobs.store.queries import resolve_model
 from aiscan.jobs.store.refs import display_ref
 from aiscan.jobs.submit import create_job
 from aiscan.jobs.tasks import PLAN_JOB
+
+if TYPE_CHECKING:
+    from celery.schedules import crontab
+
+log = logging.getLogger(__name__)
 
 # A longer interval is a typo (and would overflow a datetime long before it came round).
 MAX_EVERY_S = 366 * 24 * 3600
@@ -78,6 +83,8 @@ def parse_cron(text: str) -> crontab:
         raise ScheduleError(
             f"--cron {text!r} needs 5 fields: minute hour day-of-month month day-of-week, e.g. '0 3 * * *'"
         )
+    from celery.schedules import crontab  # Celery is slow to import; only schedules with a cron line pay
+
     minute, hour, dom, month, dow = fields
     try:
         cron = crontab(minute=minute, hour=hour, day_of_month=dom, month_of_year=month, day_of_week=dow)
@@ -296,6 +303,21 @@ def _start(db: Database, settings: Settings, schedule_id: int, due_at: datetime,
     return job_id
 
 
+def _busy(db: Database, schedule_id: int, now: datetime, *, skip: bool) -> int | None:
+    """The job of the schedule's last run while it is unfinished, else None. With ``skip`` the due run
+    counts as missed: runs do not pile up behind a run that takes longer than the interval."""
+    with db.session() as s:
+        schedule = s.get(Schedule, schedule_id)
+        if schedule is None or schedule.last_job_id is None:
+            return None
+        status = s.scalar(select(Job.status).where(Job.id == schedule.last_job_id))
+        if status is None or status in JobStatus.FINISHED:
+            return None
+        if skip and as_utc(schedule.next_due_at) <= now:
+            schedule.next_due_at = _advance(schedule, as_utc(schedule.next_due_at), now)
+        return schedule.last_job_id
+
+
 def _send_plan(db: Database, send: Callable[..., None], job_id: int) -> None:
     try:
         send(PLAN_JOB, job_id)
@@ -308,7 +330,9 @@ def _send_plan(db: Database, send: Callable[..., None], job_id: int) -> None:
 def tick(
     db: Database, settings: Settings, send: Callable[..., None], now: datetime | None = None
 ) -> list[int]:
-    """Start every unpaused schedule that is due: one run each, its PLAN_JOB sent; the new job ids."""
+    """Start every unpaused schedule that is due: one run each, its PLAN_JOB sent; the new job ids.
+
+    A schedule whose last run is still unfinished starts none: that due time counts as missed."""
     now = now or _now()
     with db.session() as s:
         due = list(
@@ -320,7 +344,21 @@ def tick(
         )
     job_ids: list[int] = []
     for schedule_id, due_at in due:
-        job_id = _start(db, settings, schedule_id, as_utc(due_at), now)
+        if (busy := _busy(db, schedule_id, now, skip=True)) is not None:
+            log.info(
+                "schedule %d: its last run, job %d, is unfinished; the run due %s is skipped",
+                schedule_id,
+                busy,
+                due_at,
+            )
+            continue
+        try:
+            job_id = _start(db, settings, schedule_id, as_utc(due_at), now)
+        except (SourceError, NotFound) as exc:
+            # One schedule whose source or model is gone must not hold back the others; it is tried
+            # again at its next due time, and `schedule run` shows the error.
+            log.warning("schedule %d: its run due %s was not started: %s", schedule_id, due_at, exc)
+            continue
         if job_id is not None:
             _send_plan(db, send, job_id)
             job_ids.append(job_id)
@@ -330,10 +368,15 @@ def tick(
 def run_now(
     db: Database, settings: Settings, send: Callable[..., None], name: str, now: datetime | None = None
 ) -> int:
-    """Start a run of the schedule named ``name`` now, paused or not; its job id."""
+    """Start a run of the schedule named ``name`` now, paused or not (not while its last run is
+    unfinished); its job id."""
     now = now or _now()
     with db.session() as s:
         schedule_id = _by_name(s, name).id
+    if (busy := _busy(db, schedule_id, now, skip=False)) is not None:
+        raise ScheduleError(
+            f"schedule {name!r} is still running job {busy}: wait for it, or `aiscan jobs cancel {busy}`"
+        )
     job_id = _start(db, settings, schedule_id, now, now)
     if job_id is None:
         raise ScheduleError(

@@ -172,11 +172,30 @@ def test_tick_starts_each_due_schedule_once(db: Database, tmp_path: Path) -> Non
         assert job.schedule_id == hourly.id
         assert job.options["incremental"] is True and job.options["schedule"] == "hourly"
     assert tick(db, settings, send, now=now) == []
+    # while its run is unfinished, a due time of hourly passes without a run, and run_now says why
+    assert tick(db, settings, send, now=T0 + timedelta(hours=6)) == []
+    assert _utc(get_schedule(db, "hourly").next_due_at) == T0 + timedelta(hours=7)
+    with pytest.raises(ScheduleError, match=f"still running job {job_id}"):
+        run_now(db, settings, send, "hourly")
+    cancel_job(db, job_id)
     # the nightly one comes at 03:00 the next day, and the paused one never
     started = tick(db, settings, send, now=datetime(2026, 3, 11, 3, 0, tzinfo=UTC))
     assert len(started) == 2  # hourly again, and nightly
     resume_schedule(db, "paused", now=datetime(2026, 3, 11, 3, 0, tzinfo=UTC))
     assert _utc(get_schedule(db, "paused").next_due_at) == datetime(2026, 3, 11, 3, 1, tzinfo=UTC)
+
+
+def test_tick_passes_over_a_schedule_whose_source_is_gone(db: Database, tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    add_schedule(db, settings, ScheduleSpec("broken", [str(gone)], every="1h"), now=T0)
+    add_schedule(db, settings, ScheduleSpec("fine", [str(tmp_path)], every="1h"), now=T0)
+    gone.rmdir()
+    (job_id,) = tick(db, settings, lambda *task: None, now=T0 + timedelta(hours=1))
+    assert get_schedule(db, "fine").last_job_id == job_id
+    broken = get_schedule(db, "broken")
+    assert broken.last_job_id is None and _utc(broken.next_due_at) == T0 + timedelta(hours=2)
 
 
 def test_racing_ticks_start_one_run(postgres_url: str, tmp_path: Path) -> None:
@@ -203,8 +222,8 @@ def test_racing_ticks_start_one_run(postgres_url: str, tmp_path: Path) -> None:
     open_database.cache_clear()
 
 
-def test_migration_down_and_up(db: Database) -> None:
-    add_schedule(db, _settings(Path(db.url.rpartition("/")[2] or "x")), ScheduleSpec("m", ["."], every="1h"))
+def test_migration_down_and_up(db: Database, tmp_path: Path) -> None:
+    add_schedule(db, _settings(tmp_path), ScheduleSpec("m", [str(tmp_path)], every="1h"))
     downgrade(db.engine, "0007")
     upgrade(db.engine)
     with db.session() as s:
