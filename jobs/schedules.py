@@ -22,7 +22,7 @@ from aiscan.jobs.errors import AiscanError, NotFound, SourceError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import open_source
 from aiscan.jobs.store.db import Database
-from aiscan.jobs.store.models import Job, JobStatus, Schedule, ScheduleMark, ScheduleRun
+from aiscan.jobs.store.models import Job, JobStatus, Schedule, ScheduleMark, ScheduleRun, as_utc
 from aiscan.jobs.store.operations import mark_job
 from aiscan.jobs.store.queries import resolve_model
 from aiscan.jobs.store.refs import display_ref
@@ -51,11 +51,6 @@ class ScheduleError(AiscanError):
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def as_utc(at: datetime) -> datetime:
-    """``at`` as an aware UTC time: SQLite hands stored times back naive, and they were stored in UTC."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 # -- timing ------------------------------------------------------------------------------------------

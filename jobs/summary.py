@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aiscan.jobs.store.models import DetectorModel, Job
+from aiscan.jobs.store.models import DetectorModel, Job, as_utc
 from aiscan.jobs.store.queries import get_job, job_counts
 from aiscan.jobs.store.refs import display_ref
 
@@ -29,8 +29,8 @@ def _summary(session: Session, job: Job) -> dict[str, Any]:
     counts = job_counts(session, job)
     elapsed = None
     if job.started_at is not None:
-        end = _as_aware(job.finished_at) if job.finished_at else datetime.now(UTC)
-        elapsed = (end - _as_aware(job.started_at)).total_seconds()
+        end = as_utc(job.finished_at) if job.finished_at else datetime.now(UTC)
+        elapsed = (end - as_utc(job.started_at)).total_seconds()
     return {
         "job_id": job.id,
         "status": job.status,
@@ -51,8 +51,3 @@ def _summary(session: Session, job: Job) -> dict[str, Any]:
         # The schedule that started the job, as named then (it may have been removed since).
         "schedule": (job.options or {}).get("schedule"),
     } | ({"schedule_stats": dict(job.schedule_stats)} if job.schedule_stats else {})
-
-
-def _as_aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes even for timezone-aware columns; they were stored in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -14,7 +14,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from aiscan.jobs.store.db import Database
-from aiscan.jobs.store.models import Chunk, Job, JobStatus
+from aiscan.jobs.store.models import Chunk, Job, JobStatus, as_utc
 from aiscan.jobs.store.queries import count_open_chunks, open_chunks
 
 # Where a job's options record its last re-dispatch (ISO 8601, UTC); no schema change needed.
@@ -35,10 +35,7 @@ class Redispatch:
 
 
 def _aware(stamp: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; aiscan writes UTC everywhere.
-    if stamp is None or stamp.tzinfo is not None:
-        return stamp
-    return stamp.replace(tzinfo=UTC)
+    return None if stamp is None else as_utc(stamp)
 
 
 def _recovered_at(options: dict[str, Any] | None) -> datetime | None:
