@@ -21,7 +21,7 @@ from aiscan.jobs.errors import FetchError, TransientFetchError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources import fetch
 from aiscan.jobs.sources.deadline import longest_fetch
-from aiscan.jobs.sources.urltext import redact_text
+from aiscan.jobs.sources.urltext import internal_error
 from aiscan.jobs.store.db import Database
 from aiscan.jobs.store.models import ResultRow
 from aiscan.jobs.store.operations import known_scores
@@ -35,7 +35,6 @@ from aiscan.model.provenance.reader import read_provenance
 from aiscan.model.provenance.vocabulary import Declared
 
 T = TypeVar("T")
-_MAX_MESSAGE = 500
 # what a chunk cut short by its deadline keeps for scoring the images in flight and committing
 _COMMIT_MARGIN = 60.0
 _STUCK_READ = "reading the image did not finish in time (a stalled file system or storage)"
@@ -248,11 +247,6 @@ def _decode(classifier: Classifier, trust: TrustAnchors | None, item: _Fetched) 
     item.row.thumbnail = decoded.thumbnail
     item.boxes = decoded.boxes
     return decoded.views
-
-
-def internal_error(exc: BaseException) -> str:
-    """An unexpected exception as a row's message: its type and text, URL queries and userinfo hidden."""
-    return f"{type(exc).__name__}: {redact_text(str(exc))}"[:_MAX_MESSAGE]
 
 
 def _reuse_known(db: Database, items: Iterable[_Fetched], model_id: int, window: int) -> Iterator[_Fetched]:

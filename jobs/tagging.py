@@ -13,7 +13,7 @@ from types import TracebackType
 from aiscan.jobs.errors import TagError
 from aiscan.jobs.settings import Settings
 from aiscan.jobs.sources.s3_tags import tag_object, tag_value
-from aiscan.jobs.sources.urltext import redact_text
+from aiscan.jobs.sources.urltext import internal_error
 from aiscan.jobs.store.models import ResultRow
 
 VERDICT_TAG = "aiscan-verdict"
@@ -21,7 +21,6 @@ P_REAL_TAG = "aiscan-p-real"
 MODEL_TAG = "aiscan-model"
 # Tagging is two small requests per object: a few threads keep up with any model's pace.
 MAX_TAGGERS = 8
-_MAX_MESSAGE = 500
 
 
 def row_tags(row: ResultRow, model_ref: str) -> dict[str, str]:
@@ -57,7 +56,7 @@ class ObjectTagger:
         except TagError as exc:
             row.tag_error = str(exc)
         except Exception as exc:  # a bug in tagging costs the tag, never the image's row
-            row.tag_error = f"{type(exc).__name__}: {redact_text(str(exc))}"[:_MAX_MESSAGE]
+            row.tag_error = internal_error(exc)
 
     def __enter__(self) -> ObjectTagger:
         return self

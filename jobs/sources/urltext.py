@@ -16,6 +16,8 @@ _CREDENTIALS = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 _EMBEDDED_CREDENTIALS = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@'\"<>]*@")
 _EMBEDDED_QUERY = re.compile(r"(?i)\b(https?://[^\s?#'\"<>]*)\?[^\s#'\"<>]*")
 QUERY_MARK = "?<query redacted>"
+# The longest message an unexpected exception leaves on a row.
+MAX_MESSAGE = 500
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
 
 
@@ -45,3 +47,8 @@ def not_http(url: str) -> FetchError:
     m = _SCHEME.match(url.removeprefix(INVALID_PREFIX))
     what = f"a {m.group(1).lower()!r} URL" if m and "://" in url else "not a URL"
     return FetchError(ErrorKind.BAD_URL, f"{what}: only http and https URLs can be fetched")
+
+
+def internal_error(exc: BaseException) -> str:
+    """An unexpected exception as a row's message: its type and text, URL queries and userinfo hidden."""
+    return f"{type(exc).__name__}: {redact_text(str(exc))}"[:MAX_MESSAGE]
