@@ -12,6 +12,7 @@ from itertools import islice
 from typing import TypeVar
 
 from aiscan.jobs.errors import AiscanError, TransientFetchError
+from aiscan.jobs.schedules import tick
 from aiscan.jobs.scoring import score_refs
 from aiscan.jobs.sources import open_source
 from aiscan.jobs.store.models import JobStatus, ResultRow
@@ -146,9 +147,6 @@ def finish_job(ctx: TaskContext, job_id: int) -> None:
 
 def tick_schedules(ctx: TaskContext) -> None:
     """Start every schedule that is due (`aiscan beat` sends this every AISCAN_SCHEDULE_TICK seconds)."""
-    # imported here: schedules bring Celery's crontab along, which a job's own tasks never need
-    from aiscan.jobs.schedules import tick
-
     tick(ctx.db, ctx.settings, ctx.send)
 
 

@@ -169,7 +169,7 @@ class WebServices:
             return model
 
     def report_lines(self, job_id: int, fmt: str) -> Iterator[str]:
-        """The job's report in ``fmt`` (csv or jsonl) as text pieces, written as the rows stream out."""
+        """The job's report in ``fmt`` (csv, jsonl or html) as text chunks, written as the rows stream out."""
         from aiscan.jobs.web.streaming import report_chunks
 
         self.require_job(job_id)
