@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cache
 from typing import IO, Any
 
@@ -13,6 +12,7 @@ from jinja2 import Environment, PackageLoader, Template, select_autoescape
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
+from aiscan.jobs.histogram import histogram_layout
 from aiscan.jobs.reports import record_of, split_uri
 from aiscan.jobs.store.browse import VERDICTS, p_real_histogram, verdict_counts
 from aiscan.jobs.store.models import DetectorModel, Result, Thumbnail
@@ -21,8 +21,6 @@ from aiscan.jobs.summary import job_summary
 # Rows (with their thumbnails, a few kB each) fetched per round trip: bounds the report's memory.
 BATCH = 500
 BINS = 20
-# The inline histogram's drawing box, in SVG user units.
-_CHART_WIDTH, _CHART_HEIGHT, _AXIS = 400, 120, 16
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
@@ -35,38 +33,6 @@ def _template() -> Template:
         lstrip_blocks=True,
     )
     return env.get_template("report.html")
-
-
-@dataclass(frozen=True)
-class _Bar:
-    x: float
-    y: float
-    width: float
-    height: float
-    count: int
-    low: float
-    high: float
-
-
-def _bars(counts: list[int]) -> list[_Bar]:
-    """The histogram's bars, scaled so the tallest fills the chart."""
-    tallest = max(counts, default=0) or 1
-    width = _CHART_WIDTH / len(counts)
-    bars = []
-    for i, count in enumerate(counts):
-        height = (_CHART_HEIGHT - _AXIS) * count / tallest
-        bars.append(
-            _Bar(
-                x=round(i * width, 2),
-                y=round(_CHART_HEIGHT - _AXIS - height, 2),
-                width=round(width - 1, 2),
-                height=round(height, 2),
-                count=count,
-                low=i / len(counts),
-                high=(i + 1) / len(counts),
-            )
-        )
-    return bars
 
 
 def _rows(session: Session, job_id: int, batch: int) -> Iterator[dict[str, Any]]:
@@ -117,8 +83,6 @@ def _pieces(session: Session, job_id: int, rows: Iterator[dict[str, Any]]) -> It
         summary=summary,
         verdicts=[(v, counts[v]) for v in VERDICTS if v in counts]
         + [(v, n) for v, n in counts.items() if v not in VERDICTS],
-        bars=_bars(histogram),
-        scored=sum(histogram),
-        chart={"width": _CHART_WIDTH, "height": _CHART_HEIGHT, "axis": _AXIS},
+        hist=histogram_layout(histogram),
         rows=rows,
     )

@@ -471,7 +471,8 @@ def test_forms_posted_from_another_site_are_refused(site: Site) -> None:
 
 
 def test_evidence_lines_and_tile_boxes() -> None:
-    from aiscan.jobs.web.present import evidence_items, histogram_layout, tile_rect
+    from aiscan.jobs.histogram import histogram_layout
+    from aiscan.jobs.web.present import evidence_items, tile_rect
 
     evidence = {"c2pa": {"signer": {"issuer": "Example CA"}, "actions": ["c2pa.created"]}, "empty": None}
     lines = evidence_items(evidence)

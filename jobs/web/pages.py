@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aiscan.jobs.console import VERDICT_ORDER
 from aiscan.jobs.errors import AiscanError, NotFound
+from aiscan.jobs.histogram import histogram_layout
 from aiscan.jobs.reports import split_uri
 from aiscan.jobs.store.browse import (
     ERROR_KINDS,
@@ -36,7 +37,7 @@ from aiscan.jobs.store.browse import (
     SORTS as SORT_KEYS,
 )
 from aiscan.jobs.store.models import JobStatus
-from aiscan.jobs.web.present import evidence_items, histogram_layout, tile_rect
+from aiscan.jobs.web.present import evidence_items, tile_rect
 from aiscan.jobs.web.services import WebError, WebServices
 from aiscan.model.provenance.containers import sniff_mime
 
