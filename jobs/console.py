@@ -17,6 +17,7 @@ from rich.table import Table
 
 from aiscan.jobs import logsafe
 from aiscan.jobs.store.models import DetectorModel
+from aiscan.jobs.summary import ordered_verdicts
 
 out_console = Console(soft_wrap=True)
 # Progress bars and notes go to stderr so that standard output stays a table, a report or JSON.
@@ -138,7 +139,7 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
         kinds = ", ".join(f"{k}: {v}" for k, v in sorted(summary["error_kinds"].items()))
         console.print(f"errors by kind: {kinds}")
     if summary["verdicts"]:
-        verdicts = ", ".join(f"{k}: {v}" for k, v in _verdict_order(summary["verdicts"]))
+        verdicts = ", ".join(f"{k}: {v}" for k, v in ordered_verdicts(summary["verdicts"]))
         console.print(f"verdicts: {verdicts}")
     if summary["duplicates"]:
         console.print(f"duplicates: {summary['duplicates']} refs repeated in the sources share one row")
@@ -159,15 +160,6 @@ def print_job_summary(summary: Mapping[str, Any], console: Console = out_console
     if summary["images_per_second"]:
         console.print(f"{summary['elapsed_s']:.1f} s, {summary['images_per_second']:.1f} images/s")
     console.print(f"job id: {summary['job_id']}  (aiscan report {summary['job_id']} -o FILE)")
-
-
-# Declared provenance first, as reports lead with it; then the model's labels, then errors.
-VERDICT_ORDER = ("ai_declared", "capture_declared", "fake", "uncertain", "real", "error")
-
-
-def _verdict_order(verdicts: Mapping[str, int]) -> list[tuple[str, int]]:
-    rank = {name: i for i, name in enumerate(VERDICT_ORDER)}
-    return sorted(verdicts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
 def print_jobs(summaries: list[dict[str, Any]]) -> None:

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session
 
 from aiscan.jobs.histogram import histogram_layout
 from aiscan.jobs.reports import record_of, split_uri
-from aiscan.jobs.store.browse import VERDICTS, p_real_histogram, verdict_counts
+from aiscan.jobs.store.browse import p_real_histogram, verdict_counts
 from aiscan.jobs.store.models import DetectorModel, Result, Thumbnail
-from aiscan.jobs.summary import job_summary
+from aiscan.jobs.summary import job_summary, ordered_verdicts
 
 # Rows (with their thumbnails, a few kB each) fetched per round trip: bounds the report's memory.
 BATCH = 500
@@ -81,8 +81,7 @@ def _pieces(session: Session, job_id: int, rows: Iterator[dict[str, Any]]) -> It
     return _template().generate(
         csp=CSP,
         summary=summary,
-        verdicts=[(v, counts[v]) for v in VERDICTS if v in counts]
-        + [(v, n) for v, n in counts.items() if v not in VERDICTS],
+        verdicts=ordered_verdicts(counts),
         hist=histogram_layout(histogram),
         rows=rows,
     )

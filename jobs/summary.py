@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,16 @@ from sqlalchemy.orm import Session
 from aiscan.jobs.store.models import DetectorModel, Job, as_utc
 from aiscan.jobs.store.queries import get_job, job_counts
 from aiscan.jobs.store.refs import display_ref
+
+# How verdict counts are listed: declared provenance first, as reports lead with it; then the model's
+# labels from the most to the least suspicious; errors last.
+VERDICT_ORDER = ("ai_declared", "capture_declared", "fake", "uncertain", "real", "error")
+
+
+def ordered_verdicts(verdicts: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Verdict counts in VERDICT_ORDER (unknown verdicts after, by name)."""
+    rank = {name: i for i, name in enumerate(VERDICT_ORDER)}
+    return sorted(verdicts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
 
 
 def job_summary(session: Session, job_id: int) -> dict[str, Any]:

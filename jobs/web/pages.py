@@ -19,7 +19,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
-from aiscan.jobs.console import VERDICT_ORDER
 from aiscan.jobs.errors import AiscanError, NotFound
 from aiscan.jobs.histogram import histogram_layout
 from aiscan.jobs.reports import split_uri
@@ -37,6 +36,7 @@ from aiscan.jobs.store.browse import (
     SORTS as SORT_KEYS,
 )
 from aiscan.jobs.store.models import JobStatus
+from aiscan.jobs.summary import ordered_verdicts
 from aiscan.jobs.web.present import evidence_items, tile_rect
 from aiscan.jobs.web.services import WebError, WebServices
 from aiscan.model.provenance.containers import sniff_mime
@@ -63,11 +63,6 @@ VERDICT_TEXT = {
 router = APIRouter(include_in_schema=False)
 
 
-def _verdict_order(verdicts: dict[str, int]) -> list[tuple[str, int]]:
-    rank = {name: i for i, name in enumerate(VERDICT_ORDER)}
-    return sorted(verdicts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
-
-
 def _when(value: str | None) -> str:
     """An ISO timestamp as 'YYYY-MM-DD HH:MM UTC' (the summaries store UTC)."""
     if not value:
@@ -86,7 +81,7 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["verdict_order"] = _verdict_order
+    env.filters["verdict_order"] = ordered_verdicts
     env.filters["when"] = _when
     env.filters["split_uri"] = split_uri
     return env
