@@ -3,7 +3,7 @@ PYTHON    ?= python3
 VENV      := .venv
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed-stamp
-EXTRAS    ?= cpu,dev
+EXTRAS    ?= cpu,optimize,dev
 # The installed layout (aiscan.model, aiscan.jobs, ...) as links, so mypy sees the import names users see.
 TYPECHECK := build/typecheck
 PACKAGES  := model jobs worker training migrations

@@ -25,6 +25,7 @@ def classifier_factory(settings: Settings, batch_size: int) -> Callable[[Detecto
             max_pixels=settings.max_pixels,
             max_decode_memory=settings.decode_memory_mb * 1024 * 1024,
             expected_sha256=row.sha256,
+            runtime=settings.runtime,
         )
 
     return classifier_for

@@ -13,6 +13,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from aiscan.jobs.errors import ConfigError
+from aiscan.model.metadata import RUNTIMES
 
 PREFIX = "AISCAN_"
 T = TypeVar("T", int, float)
@@ -106,6 +107,15 @@ def _file(env: Mapping[str, str], name: str, what: str) -> Path | None:
     return path.resolve()
 
 
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = (env.get(PREFIX + name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in choices:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be one of {', '.join(choices)}")
+    return raw
+
+
 def _token(env: Mapping[str, str], name: str) -> str | None:
     """A secret token: long enough to resist guessing, and printable (it travels in a header)."""
     raw = (env.get(PREFIX + name) or "").strip()
@@ -160,6 +170,8 @@ class Settings:
     max_upload_bytes: int = 32 * 1024 * 1024
     # Seconds between two schedule ticks of `aiscan beat`: how late past its due time a schedule may start.
     schedule_tick: int = 30
+    # What executes models: auto (OpenVINO on a machine without a GPU when installed), keras, openvino.
+    runtime: str = "auto"
 
     @property
     def models_dir(self) -> Path:
@@ -205,6 +217,7 @@ class Settings:
             api_token=_token(env, "API_TOKEN"),
             max_upload_bytes=_number(env, "MAX_UPLOAD_BYTES", 32 * 1024 * 1024, 1024, MAX_UPLOAD_BYTES),
             schedule_tick=_number(env, "SCHEDULE_TICK", 30, 1, MAX_SCHEDULE_TICK),
+            runtime=_choice(env, "RUNTIME", "auto", RUNTIMES),
         )
 
 

@@ -10,7 +10,14 @@ from pathlib import Path
 from aiscan.model.errors import ModelError
 from aiscan.model.framework import keras
 from aiscan.model.layers import Preprocess, RealProbability
-from aiscan.model.metadata import META_FILE, MODEL_FILE, ArtifactMeta, file_sha256, read_meta
+from aiscan.model.metadata import (
+    META_FILE,
+    MODEL_FILE,
+    ArtifactMeta,
+    file_sha256,
+    model_sha256,
+    read_meta,
+)
 
 _CUSTOM_OBJECTS = {"aiscan>Preprocess": Preprocess, "aiscan>RealProbability": RealProbability}
 
@@ -30,16 +37,28 @@ class Artifact:
     def meta_path(self) -> Path:
         return self.directory / META_FILE
 
-    def load_model(self) -> keras.Model:
-        """Load model.keras after checking its sha256 against the metadata."""
-        if not self.model_path.is_file():
-            raise ModelError(f"model file missing: {self.model_path}")
-        actual = file_sha256(self.model_path)
+    def verify(self) -> None:
+        """Check the model's files against the sha256 in the metadata."""
+        for name in self.meta.model_files:
+            if not (self.directory / name).is_file():
+                raise ModelError(f"model file missing: {self.directory / name}")
+        actual = model_sha256(self.directory, self.meta.model_format)
         if actual != self.meta.sha256:
+            files = " + ".join(self.meta.model_files)
             raise ModelError(
-                f"model file changed since it was saved: {self.model_path} has sha256 {actual}, "
+                f"model file changed since it was saved: {files} in {self.directory} has sha256 {actual}, "
                 f"{self.meta_path.name} records {self.meta.sha256 or 'none'}"
             )
+
+    def load_model(self) -> keras.Model:
+        """Load model.keras after checking its sha256 against the metadata."""
+        if self.meta.model_format != "keras":
+            raise ModelError(
+                f"{self.meta.name} in {self.directory} is an OpenVINO model ({self.meta.model_format}); "
+                "only the OpenVINO runtime runs it: set AISCAN_RUNTIME=openvino (or auto on a machine "
+                "without a GPU), or use the version it was optimized from"
+            )
+        self.verify()
         try:
             return keras.saving.load_model(self.model_path, custom_objects=_CUSTOM_OBJECTS, compile=False)
         except Exception as exc:  # Keras raises many types for corrupt or foreign files

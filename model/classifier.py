@@ -9,10 +9,9 @@ import numpy as np
 
 from aiscan.model.batching import MemoryBudget, shared_budget
 from aiscan.model.decode import RGB_BYTES, open_image
-from aiscan.model.device import accelerator_present
 from aiscan.model.errors import ModelError
 from aiscan.model.metadata import PreprocessSpec
-from aiscan.model.runner import Runner, load_runner
+from aiscan.model.runtimes import ModelRunner, load_runner
 from aiscan.model.thresholds import Thresholds
 from aiscan.model.thumbnails import thumbnail
 from aiscan.model.views import Box, aggregate, make_views
@@ -41,7 +40,7 @@ class ImageViews:
 class ImageClassifier:
     """Scores image bytes with one model artifact, applying its views (preprocess) and thresholds."""
 
-    runner: Runner
+    runner: ModelRunner
     thresholds: Thresholds
     preprocess: PreprocessSpec = field(default_factory=PreprocessSpec)
     max_bytes: int | None = None
@@ -60,8 +59,7 @@ class ImageClassifier:
 
     @property
     def prefetch_batches(self) -> int:
-        # With a GPU, decoding two batches ahead keeps it busy; on a CPU the two compete for cores.
-        return 2 if accelerator_present() else 0
+        return self.runner.prefetch_batches
 
     def decode(self, data: bytes) -> ImageViews:
         """The views the artifact asks for; the native-resolution pixels are dropped once cut.
@@ -108,9 +106,11 @@ def load_classifier(
     max_decode_memory: int = DEFAULT_DECODE_MEMORY,
     expected_sha256: str | None = None,
     make_thumbnails: bool = True,
+    runtime: str = "auto",
 ) -> ImageClassifier:
-    """The classifier of the artifact in ``directory``; the model is loaded once per process."""
-    runner = load_runner(directory, batch_size)
+    """The classifier of the artifact in ``directory``; the model is loaded once per process by the
+    ``runtime`` (model.runtimes) that suits it."""
+    runner = load_runner(directory, batch_size, runtime)
     assert runner.meta is not None
     if expected_sha256 is not None and runner.meta.sha256 != expected_sha256:
         raise ModelError(

@@ -15,6 +15,13 @@ from aiscan.model.thresholds import Thresholds
 
 MODEL_FILE = "model.keras"
 META_FILE = "model.json"
+# An artifact holds a Keras model (model.keras), or, once optimized for CPUs, an OpenVINO IR
+# (model.xml with its weights in model.bin) that only the OpenVINO runtime can run.
+MODEL_FORMATS = ("keras", "openvino")
+IR_FILE = "model.xml"
+IR_WEIGHTS = "model.bin"
+# What may execute a model (model.runtimes): auto picks OpenVINO on a machine without a GPU.
+RUNTIMES = ("auto", "keras", "openvino")
 FORMAT = "aiscan-model/1"
 # Pixel conventions a model can have baked in (see model/layers.py's Preprocess).
 SCALES = ("symmetric", "unit", "raw")
@@ -32,6 +39,19 @@ def file_sha256(path: Path | str) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def model_sha256(directory: Path, model_format: str = "keras") -> str:
+    """Hex sha256 of an artifact's model: model.keras, or an IR's model.xml followed by model.bin."""
+    directory = Path(directory)
+    if model_format == "keras":
+        return file_sha256(directory / MODEL_FILE)
+    digest = hashlib.sha256()
+    for name in (IR_FILE, IR_WEIGHTS):
+        with open(directory / name, "rb") as fh:
+            while block := fh.read(1 << 20):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -101,6 +121,9 @@ class ArtifactMeta:
     created_at: str = field(default_factory=_utc_now)
     keras_version: str = field(default_factory=_keras_version)
     sha256: str = ""
+    model_format: str = "keras"
+    # How an optimized version was made from its source version: method, versions, AUC before and after.
+    optimization: dict[str, Any] = field(default_factory=dict)
     # Keys written by newer versions (e.g. training parameters), kept so a rewrite loses nothing.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -109,9 +132,18 @@ class ArtifactMeta:
             raise ModelError(f"unknown channel order {self.channel_order!r}")
         if self.scale not in SCALES:
             raise ModelError(f"unknown scale {self.scale!r}")
+        if self.model_format not in MODEL_FORMATS:
+            raise ModelError(
+                f"unknown model format {self.model_format!r}; this aiscan reads {', '.join(MODEL_FORMATS)}"
+            )
         if int(self.input_size) < 1:
             raise ModelError(f"input size must be positive, not {self.input_size}")
         self.input_size = int(self.input_size)
+
+    @property
+    def model_files(self) -> tuple[str, ...]:
+        """The files of the artifact's directory that hold the model."""
+        return (MODEL_FILE,) if self.model_format == "keras" else (IR_FILE, IR_WEIGHTS)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"format": FORMAT, **self.extra}

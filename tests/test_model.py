@@ -15,7 +15,8 @@ from aiscan.model.errors import ModelError
 from aiscan.model.importer import import_keras_file
 from aiscan.model.layers import Preprocess, RealProbability
 from aiscan.model.metadata import ArtifactMeta, file_sha256
-from aiscan.model.runner import Runner, load_runner
+from aiscan.model.runner import Runner
+from aiscan.model.runtimes import load_runner
 from aiscan.model.thresholds import Thresholds
 
 # Keras' TensorFlow backend converts tensors with an old-style np.array call under NumPy 2.
