@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,19 +97,18 @@ def _timed(fn: Any, datas: Sequence[bytes]) -> float:
 
 
 def measure_ceiling(
-    model: Any,
+    make_runner: Callable[[int], Any],
     pixels: np.ndarray,
-    size: int,
     batch_sizes: Sequence[int],
     min_seconds: float = 2.0,
     repeats: int = 1,
+    label: str = "ceiling",
 ) -> dict[str, Any]:
-    """Runner.predict on decoded uint8 tensors per batch size, full batches only, after a warm-up."""
-    from aiscan.model.runner import Runner
-
+    """``make_runner(batch_size).predict`` on decoded uint8 tensors per batch size, full batches only,
+    after a warm-up; the best batch size's images/s."""
     per: dict[int, float] = {}
     for bs in batch_sizes:
-        runner = Runner(model, size, bs)
+        runner = make_runner(bs)
         runner.warm_up()
         # Whole batches only, cycling through the images: a padded tail would charge the ceiling for
         # images it never had to score.
@@ -125,9 +124,49 @@ def measure_ceiling(
                 done += n
             best_pass = max(best_pass, done / (time.perf_counter() - start))
         per[bs] = round(best_pass, 3)
-        progress(f"  ceiling at batch {bs}: {per[bs]:.2f} images/s ({done} images)")
+        progress(f"  {label} at batch {bs}: {per[bs]:.2f} images/s ({done} images)")
     best = max(per, key=lambda bs: per[bs])
     return {"ips": per[best], "batch_size": best, "per_batch_size": per, "images": len(pixels)}
+
+
+def keras_runners(model: Any, size: int) -> Callable[[int], Any]:
+    from aiscan.model.runner import Runner
+
+    return lambda bs: Runner(model, size, bs)
+
+
+def openvino_runners(artifact_dir: Path) -> Callable[[int], Any]:
+    """Runners of the artifact on OpenVINO, through its IR cache (converted on the first call)."""
+    from aiscan.model.metadata import read_meta
+    from aiscan.model.openvino_runner import OpenVINORunner
+
+    meta = read_meta(artifact_dir)
+    return lambda bs: OpenVINORunner.from_directory(artifact_dir, meta, bs)
+
+
+def measure_openvino_ceiling(
+    artifact_dir: Path,
+    keras_model: Any,
+    pixels: np.ndarray,
+    batch_sizes: Sequence[int],
+    repeats: int = 1,
+) -> dict[str, Any]:
+    """OpenVINO's ceiling on the artifact, and the largest |p_real| difference from Keras on ``pixels``."""
+    from aiscan.model.runner import Runner
+
+    start = time.perf_counter()
+    make = openvino_runners(artifact_dir)
+    runner = make(batch_sizes[0])
+    first_load_s = time.perf_counter() - start
+    diff = np.abs(runner.predict(pixels) - Runner(keras_model, pixels.shape[1], 32).predict(pixels))
+    row = measure_ceiling(make, pixels, batch_sizes, repeats=repeats, label="OpenVINO ceiling")
+    return {
+        **row,
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "streams": runner.streams,
+        "convert_and_load_s": round(first_load_s, 3),
+    }
 
 
 def register_copy(
@@ -139,11 +178,11 @@ def register_copy(
     from aiscan.jobs.store.db import open_database
     from aiscan.jobs.store.queries import set_default_model
     from aiscan.model.artifact import load_artifact
-    from aiscan.model.metadata import META_FILE, MODEL_FILE
+    from aiscan.model.metadata import META_FILE, read_meta
 
     def build(directory: Path) -> Any:
         directory.mkdir(parents=True, exist_ok=True)
-        for f in (MODEL_FILE, META_FILE):
+        for f in (*read_meta(artifact_dir).model_files, META_FILE):
             shutil.copy2(artifact_dir / f, directory / f)
         return load_artifact(directory)
 
@@ -153,6 +192,22 @@ def register_copy(
         with open_database(settings.database_url).session() as s:
             set_default_model(s, row.ref)
     return row.ref
+
+
+def optimize_int8(
+    calibration: Path, artifact_dir: Path, home: Path, base_env: Mapping[str, str]
+) -> dict[str, Any]:
+    """The artifact quantized by `aiscan model optimize --int8` (calibrated on the bench archive, which
+    has no labels), registered in ``home``: its directory and what the command took."""
+    env = aiscan_env(base_env, AISCAN_HOME=str(home), AISCAN_RUNTIME="openvino")
+    register_copy(env, "bench", artifact_dir)
+    start = time.perf_counter()
+    args = ["model", "optimize", "bench", "--int8", "--calibration", str(calibration), "--no-auc-check"]
+    run_aiscan(args, env)
+    seconds = time.perf_counter() - start
+    shown = json.loads(run_aiscan(["model", "show", "bench:2", "--json"], env).stdout)
+    figures = shown["meta"]["optimization"]
+    return {"path": shown["path"], "optimize_s": round(seconds, 3), "optimization": figures}
 
 
 def _check_done(summary: Mapping[str, Any]) -> None:
@@ -197,9 +252,12 @@ def measure_inprocess(
     batch_size: int,
     base_env: Mapping[str, str],
     repeats: int = 1,
+    runtime: str = "keras",
 ) -> dict[str, Any]:
     """The best of ``repeats`` in-process scans in the artifact's own preprocess mode, with views/s."""
-    env = aiscan_env(base_env, AISCAN_HOME=str(home), AISCAN_BATCH_SIZE=str(batch_size))
+    env = aiscan_env(
+        base_env, AISCAN_HOME=str(home), AISCAN_BATCH_SIZE=str(batch_size), AISCAN_RUNTIME=runtime
+    )
     register_copy(env, "bench", artifact_dir)
     runs = []
     for _ in range(repeats):

@@ -22,9 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def aiscan_env(base: Mapping[str, str], **settings: str) -> dict[str, str]:
-    """``base`` without any AISCAN_* variable of the caller, plus ``settings``; quiet TensorFlow."""
+    """``base`` without any AISCAN_* variable of the caller, plus ``settings``; quiet TensorFlow.
+
+    Scans run on Keras unless ``settings`` name another AISCAN_RUNTIME: the rows named before OpenVINO
+    keep measuring what they measured."""
     env = {k: v for k, v in base.items() if not k.startswith("AISCAN_")}
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["AISCAN_RUNTIME"] = "keras"
     env.update(settings)
     return env
 

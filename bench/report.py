@@ -30,6 +30,12 @@ RESULT_KEYS = (
     "tiles_inprocess_ips",
     "tiles_inprocess_tps",
     "celery_ips",
+    "openvino_ceiling_ips",
+    "openvino_max_abs_diff",
+    "openvino_inprocess_ips",
+    "openvino_celery_ips",
+    "int8_ceiling_ips",
+    "int8_inprocess_ips",
     "web_check_p50_ms",
     "web_check_p95_ms",
     "rss_small_mb",
@@ -72,6 +78,12 @@ def compute_ratios(results: Mapping[str, Any]) -> dict[str, float | None]:
         "signed_provenance_over_decode": ratio(
             results.get("provenance_signed_ms_per_image"), _ms(results.get("decode_ips_per_core"))
         ),
+        # OpenVINO and its int8 version against the Keras ceiling measured in the same run.
+        "openvino_ceiling_over_ceiling": ratio(results.get("openvino_ceiling_ips"), ceiling),
+        "openvino_inprocess_over_ceiling": ratio(results.get("openvino_inprocess_ips"), ceiling),
+        "openvino_celery_over_ceiling": ratio(results.get("openvino_celery_ips"), ceiling),
+        "int8_ceiling_over_ceiling": ratio(results.get("int8_ceiling_ips"), ceiling),
+        "int8_inprocess_over_ceiling": ratio(results.get("int8_inprocess_ips"), ceiling),
     }
 
 
@@ -141,6 +153,29 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
             ("per_batch_size", "(batch: images/s) {per_batch_size}"),
         ),
     )
+    ov = dict(_detail(results, "openvino_ceiling"))
+    speed.add_row(
+        "OpenVINO ceiling (float32 IR, async requests)",
+        _fmt(results.get("openvino_ceiling_ips")),
+        _fmt(results.get("openvino_ceiling_ips")),
+        _note(
+            ov,
+            ("batch_size", "best batch {batch_size}"),
+            ("streams", "{streams} streams"),
+            ("max_abs_diff", "max |p_real - Keras| {max_abs_diff:.1e}"),
+        ),
+    )
+    int8 = dict(_detail(results, "int8_ceiling"))
+    speed.add_row(
+        "int8 ceiling (aiscan model optimize --int8)",
+        _fmt(results.get("int8_ceiling_ips")),
+        _fmt(results.get("int8_ceiling_ips")),
+        _note(
+            int8,
+            ("batch_size", "best batch {batch_size}"),
+            ("optimize_s", "optimize took {optimize_s:.0f} s"),
+        ),
+    )
     for key, row, label in (
         ("decode_ips_per_core", "decode", "decode, resize (decode_full + squash, 1 thread)"),
         ("tiles_decode_ips_per_core", "tiles_decode", "decode, tiles (decode_full + tiles, 1 thread)"),
@@ -170,6 +205,9 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
         ("inprocess_ips", "inprocess", "aiscan in-process, resize (scan --json)"),
         ("tiles_inprocess_ips", "tiles_inprocess", "aiscan in-process, tiles (scan --json)"),
         ("celery_ips", "celery", "aiscan on Celery, resize (1 worker, scan --wait)"),
+        ("openvino_inprocess_ips", "openvino_inprocess", "OpenVINO: aiscan in-process, resize"),
+        ("openvino_celery_ips", "openvino_celery", "OpenVINO: aiscan on Celery, resize (1 worker)"),
+        ("int8_inprocess_ips", "int8_inprocess", "int8: aiscan in-process, resize"),
     ):
         d = _detail(results, row)
         speed.add_row(label, _fmt(results.get(key)), _fmt(d.get("tps")), _note(d, *SCAN_NOTES))

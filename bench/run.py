@@ -24,14 +24,18 @@ from aiscan.model.metadata import PreprocessSpec
 from bench.archive import link_archive, make_archive, make_large_jpegs, provenance_sets
 from bench.detector import untrained_detector, with_preprocess
 from bench.measure import (
+    keras_runners,
     measure_ceiling,
     measure_celery,
     measure_decode,
     measure_inprocess,
     measure_large_rss,
+    measure_openvino_ceiling,
     measure_provenance,
     measure_rss,
     measure_seed_style,
+    openvino_runners,
+    optimize_int8,
     register_copy,
 )
 from bench.processes import aiscan_env, run_aiscan
@@ -39,7 +43,7 @@ from bench.report import assemble, machine_info, print_results, progress, write_
 from bench.services import running_services
 from bench.web_latency import measure_web_latency
 
-SKIPPABLE = ("seed", "inprocess", "tiles", "web", "celery", "rss", "large")
+SKIPPABLE = ("seed", "inprocess", "tiles", "web", "celery", "rss", "large", "openvino", "int8")
 LARGE_SOURCES = 4  # distinct large JPEGs; the large-image jobs cycle through them
 MODEL_SOURCE = "bench: build_detector, random weights"
 
@@ -133,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_cam, n_gen = (32, 8) if args.quick else (256, 64)
     rss_small, rss_large = _ints(args.rss_images)
     rows = _Rows(args.skip)
-    batch_size = _ints(args.batch_sizes)[0]
+    batch_size = ov_batch_size = _ints(args.batch_sizes)[0]
     tmp = Path(tempfile.mkdtemp(prefix="aiscan-bench-"))
     base_env = dict(os.environ)
     try:
@@ -185,17 +189,47 @@ def main(argv: Sequence[str] | None = None) -> int:
             "ceiling_ips",
             "ceiling",
             "ceiling",
-            lambda: measure_ceiling(model, decoded[0], size, _ints(args.batch_sizes), repeats=args.repeats),
+            lambda: measure_ceiling(
+                keras_runners(model, size), decoded[0], _ints(args.batch_sizes), repeats=args.repeats
+            ),
         )
+        ov_ceiling = rows.run(
+            "openvino_ceiling_ips",
+            "openvino_ceiling",
+            "openvino",
+            lambda: measure_openvino_ceiling(
+                artifact.directory, model, decoded[0], _ints(args.batch_sizes), repeats=args.repeats
+            ),
+            also={"openvino_max_abs_diff": "max_abs_diff"},
+        )
+        if ov_ceiling:
+            ov_batch_size = ov_ceiling["batch_size"]
+        int8: dict[str, Any] = {}
+
+        def int8_ceiling() -> dict[str, Any]:
+            made = optimize_int8(archive.root, artifact.directory, tmp / "home-int8", base_env)
+            int8.update(made)
+            row = measure_ceiling(
+                openvino_runners(Path(made["path"])),
+                decoded[0],
+                _ints(args.batch_sizes),
+                repeats=args.repeats,
+                label="int8 ceiling",
+            )
+            return {**row, **made}
+
+        rows.run("int8_ceiling_ips", "int8_ceiling", "int8", int8_ceiling)
         decoded.clear()
         datas.clear()  # the archive bytes are not needed again
         if ceiling:
             batch_size = ceiling["batch_size"]
 
-        # The same weights and the same archive; only the artifact's preprocess differs.
-        for key, row, group, art in (
-            ("inprocess_ips", "inprocess", "inprocess", artifact),
-            ("tiles_inprocess_ips", "tiles_inprocess", "tiles", tiles_artifact),
+        # The same weights and the same archive; only the artifact's preprocess, or the runtime, differs.
+        # The rows named before OpenVINO measure Keras (bench.processes.aiscan_env).
+        for key, row, group, art, runtime, bs in (
+            ("inprocess_ips", "inprocess", "inprocess", artifact, "keras", batch_size),
+            ("tiles_inprocess_ips", "tiles_inprocess", "tiles", tiles_artifact, "keras", batch_size),
+            ("openvino_inprocess_ips", "openvino_inprocess", "openvino", artifact, "openvino", ov_batch_size),
         ):
             rows.run(
                 key,
@@ -206,11 +240,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     archive.root,
                     art.directory,
                     tmp / f"home-{row}",
-                    batch_size,
+                    bs,
                     base_env,
                     repeats=args.repeats,
+                    runtime=runtime,
                 ),
                 also={"tiles_inprocess_tps": "tps"} if group == "tiles" else None,
+            )
+        if int8:
+            # The optimized version, registered by `aiscan model optimize` in its own home: scan with it.
+            rows.run(
+                "int8_inprocess_ips",
+                "int8_inprocess",
+                "int8",
+                partial(
+                    measure_inprocess,
+                    archive.root,
+                    Path(int8["path"]),
+                    tmp / "home-int8-scan",
+                    ov_batch_size,
+                    base_env,
+                    repeats=args.repeats,
+                    runtime="openvino",
+                ),
             )
 
         rows.run(
@@ -253,6 +305,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "celery",
                     "celery",
                     lambda: measure_celery(archive.root, env, tmp, batch_size, args.repeats),
+                )
+                # The same worker command on OpenVINO, at OpenVINO's batch size.
+                ov_worker_env = {**env, "AISCAN_RUNTIME": "openvino", "AISCAN_BATCH_SIZE": str(ov_batch_size)}
+                rows.run(
+                    "openvino_celery_ips",
+                    "openvino_celery",
+                    "openvino",
+                    lambda: measure_celery(archive.root, ov_worker_env, tmp, ov_batch_size, args.repeats),
                 )
                 if "rss" not in rows.skip and rss_size != size:
                     progress(f"building the RSS jobs' detector at {rss_size} px")

@@ -16,7 +16,7 @@ from aiscan.model.openvino_ir import IRFiles, ir_files, rebuild
 # Decoding runs this many batches ahead of OpenVINO (measured in docs/PERFORMANCE.md): its streams
 # are not the whole machine's thread pool, as TensorFlow's is, so a decode thread beside them costs
 # them less than it gives.
-PREFETCH_BATCHES = 1
+PREFETCH_BATCHES = int(__import__('os').environ.get('XPF', '1'))
 
 
 class OpenVINORunner:

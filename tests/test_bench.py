@@ -55,6 +55,12 @@ FIGURES = {
     "tiles_inprocess_ips": 1.5,
     "tiles_inprocess_tps": 18.0,
     "celery_ips": 12.0,
+    "openvino_ceiling_ips": 40.0,
+    "openvino_max_abs_diff": 2e-6,
+    "openvino_inprocess_ips": 36.0,
+    "openvino_celery_ips": 30.0,
+    "int8_ceiling_ips": 70.0,
+    "int8_inprocess_ips": 50.0,
     "web_check_p50_ms": 180.0,
     "web_check_p95_ms": 240.0,
     "rss_small_mb": 700.0,
@@ -101,6 +107,11 @@ def test_ratios_and_missing_figures() -> None:
         "tiles_decode_cores_to_feed_ceiling": 0.08,
         "provenance_over_decode": 0.05,
         "signed_provenance_over_decode": 0.1,
+        "openvino_ceiling_over_ceiling": 2.0,
+        "openvino_inprocess_over_ceiling": 1.8,
+        "openvino_celery_over_ceiling": 1.5,
+        "int8_ceiling_over_ceiling": 3.5,
+        "int8_inprocess_over_ceiling": 2.5,
     }
     assert compute_ratios({**FIGURES, "ceiling_ips": None})["celery_over_ceiling"] is None
     assert compute_ratios({**FIGURES, "seed_style_ips": 0.0})["inprocess_over_seed_style"] is None
@@ -122,6 +133,9 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
         "tiles_inprocess": {"ips": 1.5, "tps": 18.0, "elapsed_s": 213.3, "views_per_image": 12.0},
         "tiles_large": {"images": 24, "image_size": "4000x3000", "few_images": 2, "growth_mb": 12.5},
         "celery": {"error": "RuntimeError: worker did not get ready"},
+        "openvino_ceiling": {"ips": 40.0, "batch_size": 16, "streams": 2, "max_abs_diff": 2e-6},
+        "int8_ceiling": {"ips": 70.0, "batch_size": 16, "optimize_s": 95.0},
+        "openvino_inprocess": {"ips": 36.0, "elapsed_s": 8.9, "batch_size": 16},
         "web": {"p50_ms": 180.0, "p95_ms": 240.0, "requests": 50},
         "rss_small": {"images": 300, "peak_pool_child_mb": 700.0, "samples": 40},
         "rss_large": {"skipped": True},
@@ -161,6 +175,8 @@ def test_results_print_as_tables_and_write_as_json(tmp_path: Path) -> None:
     assert "failed: RuntimeError" in text and "skipped" in text and "0.750" in text
     assert "aiscan in-process, tiles" in text and "12.0 views each" in text and "250.0" in text
     assert "24 large JPEGs, tiles" in text and "2 images" in text and "growth 12.5 MiB" in text
+    assert "OpenVINO ceiling" in text and "2 streams" in text and "max |p_real - Keras| 2.0e-06" in text
+    assert "int8 ceiling" in text and "optimize took 95 s" in text and "OpenVINO: aiscan in-process" in text
 
 
 def test_archive_helpers(tmp_path: Path) -> None:
@@ -200,6 +216,9 @@ def test_large_jpegs_are_camera_sized_and_mirrored_not_stretched(tmp_path: Path)
 def test_subprocess_env_drops_the_callers_aiscan_settings() -> None:
     env = aiscan_env({"PATH": "/bin", "AISCAN_BROKER_URL": "redis://x"}, AISCAN_HOME="/tmp/h")
     assert env["AISCAN_HOME"] == "/tmp/h" and "AISCAN_BROKER_URL" not in env and env["PATH"] == "/bin"
+    # The rows named before OpenVINO measure Keras unless a row names its runtime.
+    assert env["AISCAN_RUNTIME"] == "keras"
+    assert aiscan_env({"AISCAN_RUNTIME": "keras"}, AISCAN_RUNTIME="openvino")["AISCAN_RUNTIME"] == "openvino"
 
 
 def test_aiscan_subprocess_failures_carry_stderr(tmp_path: Path) -> None:
