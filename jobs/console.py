@@ -47,6 +47,7 @@ MODEL_META_KEYS = (
     "metrics",
     "source",
     "keras_version",
+    "model_format",
 )
 
 
@@ -73,6 +74,19 @@ class Bar:
     def print(self, text: str) -> None:
         """A line above the bar, which keeps drawing below it."""
         self._progress.console.print(text)
+
+
+class BarPhases:
+    """One bar through a command's phases: each starts it again with its own description and total."""
+
+    def __init__(self, bar: Bar) -> None:
+        self._bar = bar
+
+    def phase(self, description: str, total: int) -> None:
+        self._bar.update(description=description, completed=0, total=total)
+
+    def advance(self, n: int) -> None:
+        self._bar.advance(n)
 
 
 @contextmanager
@@ -227,6 +241,8 @@ def print_model(record: Mapping[str, Any]) -> None:
     meta = record["meta"]
     for key in MODEL_META_KEYS:
         out_console.print(f"[bold]{key}[/bold]: {json.dumps(meta.get(key), default=str)}")
+    if optimization := meta.get("optimization"):
+        out_console.print(f"[bold]optimization[/bold]: {json.dumps(optimization, sort_keys=True)}")
 
 
 def print_trained(
@@ -245,6 +261,27 @@ def print_trained(
     )
     if skipped_files:
         out_console.print(f"skipped {skipped_files} files that could not be decoded")
+
+
+def print_optimized(ref: str, figures: Mapping[str, Any], *, is_default: bool) -> None:
+    """What `aiscan model optimize` registered, the AUC it was measured by, and how to use it."""
+    what = f"{figures['precision']} of {figures['source_ref']}"
+    if figures["auc_checked"]:
+        check = (
+            f"held-out ROC AUC {figures['auc_before']:.3f} -> {figures['auc_after']:.3f}, "
+            f"drop {figures['auc_drop']:.3f} <= {figures['max_auc_drop']:g}"
+        )
+    else:
+        check = f"calibrated on {figures['calibration_images']} images; ROC AUC not checked"
+    out_console.print(f"registered {ref} ({what}; {check})", markup=False)
+    if is_default:
+        out_console.print(f"{ref} is now the default model; only the OpenVINO runtime runs it", markup=False)
+    else:
+        out_console.print(
+            f"{ref} runs on the OpenVINO runtime only and is not the default model: "
+            f"`aiscan scan --model {ref} ...`, or `aiscan model default {ref}`",
+            markup=False,
+        )
 
 
 def print_evaluation(title: str, metrics: Mapping[str, Any], skipped: int) -> None:

@@ -20,6 +20,8 @@ Every error aiscan raises on purpose, and where it ends::
     |                            ``tag_error``; the row's score and ``error_kind`` stay as they are
     +-- ModelError ............. (model.errors) CLI: one line, exit status 1
     |   +-- DatasetError ....... (training.dataset) a training folder aiscan cannot use
+    |   +-- OptimizeError ...... (training.optimize) `model optimize` refused, AUCDropTooLarge among
+    |                            them; nothing was registered
     +-- DecodeError ............ (model.errors) one image: a row with its class's ``error_kind``
         +-- NotAnImage, Truncated, TooLarge, Unsupported
 

@@ -51,7 +51,8 @@ def _class_dirs(root: Path) -> dict[int, list[Path]]:
     return found
 
 
-def _images_under(directory: Path) -> list[Path]:
+def images_under(directory: Path) -> list[Path]:
+    """Image files (by extension) anywhere under ``directory``, sorted."""
     paths = []
     for dirpath, _dirs, names in os.walk(directory):
         paths += [Path(dirpath, n) for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS]
@@ -74,7 +75,7 @@ def find_labelled(data_dir: Path, split: str | None = None) -> LabelledFiles:
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in ((1, "REAL"), (0, "FAKE")):
-        files = [p for d in dirs[label] for p in _images_under(d)]
+        files = [p for d in dirs[label] for p in images_under(d)]
         if not files:
             raise DatasetError(f"{root} has no {name} images: both classes are needed")
         paths += files
