@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -34,5 +33,5 @@ def with_preprocess(artifact: Artifact, directory: Path, preprocess: PreprocessS
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copy2(artifact.model_path, directory / MODEL_FILE)
     meta = replace(artifact.meta, preprocess=preprocess)
-    (directory / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+    (directory / META_FILE).write_text(meta.to_json())
     return load_artifact(directory)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -77,7 +76,7 @@ def save_artifact(model: keras.Model, directory: Path, meta: ArtifactMeta) -> Ar
     try:
         model.save(tmp_model)
         meta = replace(meta, sha256=file_sha256(tmp_model), keras_version=keras.__version__)
-        tmp_meta.write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
+        tmp_meta.write_text(meta.to_json())
         # model first: a crash in between leaves a sha256 mismatch, which load refuses loudly.
         os.replace(tmp_model, model_path)
         os.replace(tmp_meta, meta_path)

@@ -61,6 +61,11 @@ class ImageClassifier:
     def prefetch_batches(self) -> int:
         return self.runner.prefetch_batches
 
+    @property
+    def runtime(self) -> str:
+        """What executes the model: keras or openvino (model.runtimes)."""
+        return self.runner.runtime
+
     def decode(self, data: bytes) -> ImageViews:
         """The views the artifact asks for; the native-resolution pixels are dropped once cut.
 

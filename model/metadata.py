@@ -154,6 +154,10 @@ class ArtifactMeta:
         data["preprocess"] = self.preprocess.to_dict()
         return data
 
+    def to_json(self) -> str:
+        """The text of model.json."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactMeta:
         if not isinstance(data, dict):

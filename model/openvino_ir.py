@@ -99,6 +99,22 @@ def rebuild(directory: Path, meta: ArtifactMeta | None = None) -> IRFiles:
     return ir_files(directory, meta)
 
 
+def decline_telemetry() -> None:
+    """Say no to OpenVINO's usage statistics where the user has not chosen.
+
+    Its converter and NNCF send them to Google Analytics unless the consent file that
+    `opt_in_out --opt_out` writes (``~/intel/openvino_telemetry``) says no; aiscan writes that "no"
+    through the same library before either runs. A user who opted in keeps their choice.
+    """
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package, nothing to decline
+        return
+    checker = OptInChecker()
+    if checker.consent_file_base_dir() is not None and not os.path.exists(checker.consent_file()):
+        checker.update_result(ConsentCheckResult.DECLINED)
+
+
 def convert_keras_model(directory: Path, xml: Path) -> None:
     """Export the artifact's Keras model (sha256-checked) to IR at ``xml`` with Keras's own exporter.
 
@@ -106,6 +122,7 @@ def convert_keras_model(directory: Path, xml: Path) -> None:
     """
     from aiscan.model.artifact import load_artifact
 
+    decline_telemetry()
     model = load_artifact(directory).load_model()
     xml.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -12,11 +12,12 @@ import numpy as np
 from aiscan.model.errors import ModelError
 from aiscan.model.metadata import ArtifactMeta
 from aiscan.model.openvino_ir import IRFiles, ir_files, rebuild
+from aiscan.model.runtimes import check_pixels
 
 # Decoding runs this many batches ahead of OpenVINO (measured in docs/PERFORMANCE.md): its streams
 # are not the whole machine's thread pool, as TensorFlow's is, so a decode thread beside them costs
 # them less than it gives.
-PREFETCH_BATCHES = int(__import__('os').environ.get('XPF', '1'))
+PREFETCH_BATCHES = 1
 
 
 class OpenVINORunner:
@@ -74,11 +75,7 @@ class OpenVINORunner:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, s, s, 3) RGB -> float32 p_real (N,)."""
-        s = self.input_size
-        if pixels.dtype != np.uint8:
-            raise ValueError(f"pixels must be uint8, not {pixels.dtype}")
-        if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
-            raise ValueError(f"pixels must have shape (N, {s}, {s}, 3), not {pixels.shape}")
+        check_pixels(pixels, self.input_size)
         pixels = np.ascontiguousarray(pixels)
         with self._lock:
             self._out = result = np.empty(len(pixels), np.float32)

@@ -10,6 +10,7 @@ from aiscan.model.artifact import Artifact
 from aiscan.model.device import accelerator_present
 from aiscan.model.framework import keras
 from aiscan.model.metadata import ArtifactMeta
+from aiscan.model.runtimes import check_pixels
 
 
 class Runner:
@@ -58,11 +59,7 @@ class Runner:
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, s, s, 3) RGB -> float32 p_real (N,)."""
-        s = self.input_size
-        if pixels.dtype != np.uint8:
-            raise ValueError(f"pixels must be uint8, not {pixels.dtype}")
-        if pixels.ndim != 4 or pixels.shape[1:] != (s, s, 3):
-            raise ValueError(f"pixels must have shape (N, {s}, {s}, 3), not {pixels.shape}")
+        check_pixels(pixels, self.input_size)
         n = len(pixels)
         result = np.empty(n, np.float32)
         with self._lock:

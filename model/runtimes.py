@@ -35,6 +35,14 @@ class ModelRunner(Protocol):
     def warm_up(self) -> None: ...
 
 
+def check_pixels(pixels: np.ndarray, size: int) -> None:
+    """The input side of the contract: uint8 (N, size, size, 3)."""
+    if pixels.dtype != np.uint8:
+        raise ValueError(f"pixels must be uint8, not {pixels.dtype}")
+    if pixels.ndim != 4 or pixels.shape[1:] != (size, size, 3):
+        raise ValueError(f"pixels must have shape (N, {size}, {size}, 3), not {pixels.shape}")
+
+
 def nvidia_device_present() -> bool:
     """Whether the kernel exposes an NVIDIA GPU; answered without importing any framework."""
     return any(Path("/dev").glob("nvidia[0-9]*"))

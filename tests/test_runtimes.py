@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +21,7 @@ from aiscan.model.classifier import load_classifier
 from aiscan.model.errors import ModelError
 from aiscan.model.importer import import_keras_file
 from aiscan.model.metadata import META_FILE, PreprocessSpec, read_meta
-from aiscan.model.openvino_ir import CACHE_DIR, cache_entry, ir_files
+from aiscan.model.openvino_ir import CACHE_DIR, cache_entry, decline_telemetry, ir_files
 from aiscan.model.openvino_runner import OpenVINORunner
 from aiscan.model.runner import Runner
 from aiscan.model.runtimes import load_runner, resolve_runtime
@@ -109,11 +111,16 @@ def test_cifake_convention_agrees(tmp_path: Path) -> None:
     assert np.abs(swapped - scores).max() > 1e-3
 
 
-def test_ir_cache_is_reused_and_rebuilt(tmp_path: Path) -> None:
+def test_ir_cache_is_reused_and_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_home = tmp_path / "user"
+    user_home.mkdir()
+    monkeypatch.setenv("HOME", str(user_home))
     src = tmp_path / "m.keras"
     tiny_classifier(32, 1, seed=5).save(src)
     art = import_keras_file(src, tmp_path / "art", name="m")
     first = ir_files(art.directory)
+    # Converting declined OpenVINO's usage statistics for this user, who had not chosen.
+    assert (user_home / "intel" / "openvino_telemetry").read_text() == "0"
     assert first.xml.parent == cache_entry(art.directory, art.meta)
     stamp = first.xml.stat().st_mtime_ns
     os.utime(first.xml, ns=(stamp - 10**9, stamp - 10**9))
@@ -121,16 +128,16 @@ def test_ir_cache_is_reused_and_rebuilt(tmp_path: Path) -> None:
     assert again == first and again.xml.stat().st_mtime_ns == stamp - 10**9  # not converted again
 
     # A new model in the same directory: a new entry, converted from the new file; the old one goes.
-    model = _strong(tiny_classifier(32, 1, seed=6), seed=6)
-    saved = save_artifact(model, art.directory, replace(art.meta, sha256=""))
+    src2 = tmp_path / "m2.keras"
+    _strong(tiny_classifier(32, 1, seed=6), seed=6).save(src2)
+    saved = import_keras_file(src2, art.directory, name="m")
     rebuilt = ir_files(art.directory)
     assert rebuilt.xml.parent == cache_entry(art.directory, saved.meta) != first.xml.parent
     assert not first.xml.parent.exists()
     assert [p.name for p in (art.directory / CACHE_DIR).iterdir() if p.is_dir()] == [rebuilt.xml.parent.name]
     pixels = _pixels(4, 32, seed=7)
-    np.testing.assert_allclose(
-        OpenVINORunner(rebuilt, 32, 4).predict(pixels), Runner(model, 32, 4).predict(pixels), atol=AGREEMENT
-    )
+    expected = Runner.from_artifact(load_artifact(art.directory), 4).predict(pixels)
+    np.testing.assert_allclose(OpenVINORunner(rebuilt, 32, 4).predict(pixels), expected, atol=AGREEMENT)
 
 
 def test_unreadable_cache_is_rebuilt(tmp_path: Path) -> None:
@@ -206,3 +213,28 @@ def test_scans_agree_across_runtimes(
     # The OpenVINO scan converted the registered artifact once, into its own directory.
     path = Path(json.loads(invoke("model", "show", "s", "--json"))["path"])
     assert (path / CACHE_DIR).is_dir() and (path / META_FILE).is_file()
+
+
+def test_telemetry_choice_of_the_user_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    consent = tmp_path / "intel" / "openvino_telemetry"
+    decline_telemetry()
+    assert consent.read_text() == "0"
+    consent.write_text("1")  # `opt_in_out --opt_in`
+    decline_telemetry()
+    assert consent.read_text() == "1"
+
+
+def test_a_cached_model_loads_without_tensorflow(tmp_path: Path) -> None:
+    """With the IR cached, an OpenVINO process never imports Keras or TensorFlow (time and memory)."""
+    art = _tiny_artifact(tmp_path)
+    ir_files(art)
+    code = (
+        "import sys, numpy as np\n"
+        "from aiscan.model.classifier import load_classifier\n"
+        f"c = load_classifier({str(art)!r}, batch_size=4, runtime='openvino')\n"
+        "print(c.runtime, c.predict(np.zeros((2, 32, 32, 3), np.uint8)).shape)\n"
+        "print(sorted(m for m in ('keras', 'tensorflow') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["openvino (2,)", "[]"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import math
 import time
@@ -26,7 +25,13 @@ import numpy as np
 from aiscan.model.classifier import ImageClassifier, load_classifier
 from aiscan.model.errors import DecodeError, ModelError
 from aiscan.model.metadata import IR_FILE, META_FILE, ArtifactMeta, model_sha256, read_meta
-from aiscan.model.openvino_ir import IRFiles, ir_files, openvino_installed, openvino_version
+from aiscan.model.openvino_ir import (
+    IRFiles,
+    decline_telemetry,
+    ir_files,
+    openvino_installed,
+    openvino_version,
+)
 from aiscan.model.openvino_runner import OpenVINORunner
 from aiscan.training.dataset import (
     CLASS_DIRS,
@@ -205,6 +210,7 @@ def _nncf_quiet(nncf: Any) -> Iterator[None]:
 
 def _quantize(xml: Path, views: list[np.ndarray], progress: Progress) -> Any:
     """NNCF's post-training quantization of the IR at ``xml``, calibrated on ``views`` one at a time."""
+    decline_telemetry()  # NNCF decides whether to send usage statistics when it is imported
     import nncf
     import openvino as ov
 
@@ -250,10 +256,6 @@ def _held_out_auc(
             "the ROC AUC cannot be measured"
         )
     return auc_before, auc_after, p_after, labels
-
-
-def _write_meta(directory: Path, meta: ArtifactMeta) -> None:
-    (directory / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 def quantize_int8(
@@ -340,5 +342,5 @@ def quantize_int8(
         int8_meta.metrics = binary_metrics(p_int8, labels, meta.thresholds)
     figures["seconds"] = round(time.monotonic() - started, 2)
     int8_meta.optimization = figures
-    _write_meta(out_dir, int8_meta)
+    (out_dir / META_FILE).write_text(int8_meta.to_json())
     return Optimized(out_dir, int8_meta)

@@ -23,6 +23,10 @@ def pin_gpu(process_index: int, gpus: int) -> None:
 
 def enable_memory_growth() -> None:
     """Let TensorFlow allocate GPU memory as needed instead of all of it at start."""
+    from aiscan.model.runtimes import nvidia_device_present
+
+    if not nvidia_device_present():
+        return  # no GPU: nothing to set, and an OpenVINO worker never needs to import TensorFlow
     from aiscan.model.framework import keras
 
     if keras.backend.backend() != "tensorflow":
@@ -39,7 +43,8 @@ def warm_up(settings: Settings) -> None:
         with open_database(settings.database_url).session() as s:
             row = resolve_model(s, None)
             s.expunge(row)
-        classifier_factory(settings, settings.batch_size)(row).warm_up()
-        log.info("warmed up model %s", row.ref)
+        classifier = classifier_factory(settings, settings.batch_size)(row)
+        classifier.warm_up()
+        log.info("warmed up model %s on %s", row.ref, classifier.runtime)
     except Exception as exc:  # a worker with no default model yet still serves jobs
         log.warning("no warm-up: %s", exc)
