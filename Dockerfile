@@ -1,10 +1,11 @@
 # aiscan image. `docker build .` makes the CPU image; `docker build --build-arg VARIANT=cuda .` the GPU one.
-#   cpu:  python:3.11-slim-bookworm (Debian 12, CPython 3.11), extras `cpu` (tensorflow-cpu)
+#   cpu:  python:3.11-slim-bookworm (Debian 12, CPython 3.11), extras `cpu` (tensorflow-cpu, and openvino:
+#         AISCAN_RUNTIME=auto runs models on OpenVINO there)
 #   cuda: nvidia/cuda:12.3.2-runtime-ubuntu22.04 with Ubuntu's python3.11, extras `gpu`
 #         (tensorflow[and-cuda], whose pip wheels bring the CUDA and cuDNN libraries TensorFlow loads;
 #         the base gives the driver hooks the NVIDIA Container Toolkit expects)
 # The install commands are the Makefile's $(STAMP) recipe (`make setup`) with EXTRAS cpu or gpu instead of
-# cpu,dev; tests/test_deploy.py checks that they stay the same.
+# cpu,optimize,dev; tests/test_deploy.py checks that they stay the same.
 ARG VARIANT=cpu
 
 FROM python:3.11-slim-bookworm AS base-cpu

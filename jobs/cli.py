@@ -750,9 +750,10 @@ def evaluate(
     from aiscan.training.evaluate import write_report as write_evaluation
     from aiscan.training.robustness import CONDITIONS
 
+    settings = get_settings()
     model_dir = Path(model_ref)
     if not (model_dir / META_FILE).is_file():
-        with _database(get_settings()).session() as s:
+        with _database(settings).session() as s:
             model_dir = Path(resolve_model(s, model_ref).path)
     with console.progress_bar("evaluating", show=not as_json) as bar:
         evaluation = run_evaluation(
@@ -761,6 +762,7 @@ def evaluate(
             batch_size=batch_size,
             split=split,
             on_batch=bar.advance,
+            runtime=settings.runtime,
         )
         if robustness:
             bar.update(description="robustness", completed=0, total=len(evaluation.paths) * len(CONDITIONS))
@@ -770,6 +772,7 @@ def evaluate(
                 batch_size=batch_size,
                 on_condition=lambda condition: bar.update(description=condition.name),
                 on_batch=bar.advance,
+                runtime=settings.runtime,
             )
     if report_dir:
         index = write_evaluation(evaluation, Path(report_dir))

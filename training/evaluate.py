@@ -98,15 +98,17 @@ def evaluate(
     batch_size: int = 32,
     split: str | None = "test",
     on_batch: Callable[[int], None] | None = None,
+    runtime: str = "auto",
 ) -> Evaluation:
     """Score ``data_dir``'s labelled files (its ``split`` folder when present) with the artifact.
 
     Files that cannot be decoded are skipped and counted. ``on_batch(n)`` is called as files are handled
     (a scored batch, or one skipped file) with their number; the calls sum to the number of files.
+    ``runtime`` is AISCAN_RUNTIME's choice (model.runtimes).
     """
     model_dir, data_dir = Path(model_dir), Path(data_dir)
     # The chunk pipeline's scheduling: decoding takes turns with a CPU model and runs ahead of a GPU.
-    classifier = load_classifier(model_dir, batch_size=batch_size, make_thumbnails=False)
+    classifier = load_classifier(model_dir, batch_size=batch_size, make_thumbnails=False, runtime=runtime)
     meta = classifier.runner.meta
     assert meta is not None  # load_classifier reads it from the artifact
     files = find_labelled(data_dir, split=split)
@@ -137,6 +139,7 @@ def evaluate_robustness(
     batch_size: int = 32,
     on_condition: Callable[[Condition], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    runtime: str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """Re-score the evaluation's scored files under each condition; set and return ``evaluation.robustness``.
 
@@ -144,7 +147,9 @@ def evaluate_robustness(
     clean run. ``on_condition`` is called as each condition starts; ``on_batch`` as in ``evaluate``, so the
     calls sum to ``len(evaluation.paths) * len(conditions)``.
     """
-    classifier = load_classifier(evaluation.model_dir, batch_size=batch_size, make_thumbnails=False)
+    classifier = load_classifier(
+        evaluation.model_dir, batch_size=batch_size, make_thumbnails=False, runtime=runtime
+    )
     results: dict[str, dict[str, Any]] = {}
     for condition in conditions:
         if on_condition is not None:
