@@ -14,8 +14,8 @@ from aiscan.model.metadata import (
     MODEL_FILE,
     ArtifactMeta,
     file_sha256,
-    model_sha256,
     read_meta,
+    verify_model,
 )
 
 _CUSTOM_OBJECTS = {"aiscan>Preprocess": Preprocess, "aiscan>RealProbability": RealProbability}
@@ -38,16 +38,7 @@ class Artifact:
 
     def verify(self) -> None:
         """Check the model's files against the sha256 in the metadata."""
-        for name in self.meta.model_files:
-            if not (self.directory / name).is_file():
-                raise ModelError(f"model file missing: {self.directory / name}")
-        actual = model_sha256(self.directory, self.meta.model_format)
-        if actual != self.meta.sha256:
-            files = " + ".join(self.meta.model_files)
-            raise ModelError(
-                f"model file changed since it was saved: {files} in {self.directory} has sha256 {actual}, "
-                f"{self.meta_path.name} records {self.meta.sha256 or 'none'}"
-            )
+        verify_model(self.directory, self.meta)
 
     def load_model(self) -> keras.Model:
         """Load model.keras after checking its sha256 against the metadata."""

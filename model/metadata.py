@@ -55,6 +55,21 @@ def model_sha256(directory: Path, model_format: str = "keras") -> str:
     return digest.hexdigest()
 
 
+def verify_model(directory: Path, meta: ArtifactMeta) -> None:
+    """Refuse an artifact whose model files are missing or no longer match the sha256 in its metadata."""
+    directory = Path(directory)
+    for name in meta.model_files:
+        if not (directory / name).is_file():
+            raise ModelError(f"model file missing: {directory / name}")
+    actual = model_sha256(directory, meta.model_format)
+    if actual != meta.sha256:
+        files = " + ".join(meta.model_files)
+        raise ModelError(
+            f"model file changed since it was saved: {files} in {directory} has sha256 {actual}, "
+            f"{META_FILE} records {meta.sha256 or 'none'}"
+        )
+
+
 def _keras_version() -> str:
     """The installed Keras version, read from its distribution so that Keras is not imported."""
     return version("keras")

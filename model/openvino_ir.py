@@ -21,7 +21,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from aiscan.model.errors import ModelError
-from aiscan.model.metadata import IR_FILE, IR_WEIGHTS, ArtifactMeta, model_sha256, read_meta
+from aiscan.model.metadata import IR_FILE, IR_WEIGHTS, ArtifactMeta, read_meta, verify_model
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def ir_files(directory: Path, meta: ArtifactMeta | None = None) -> IRFiles:
     """
     directory = Path(directory).resolve()
     meta = meta or read_meta(directory)
-    _verify(directory, meta)
+    verify_model(directory, meta)
     if meta.model_format == "openvino":
         return IRFiles(directory / IR_FILE, _writable(cache_entry(directory, meta) / COMPILED_DIR))
     entry = cache_entry(directory, meta)
@@ -129,16 +129,6 @@ def convert_keras_model(directory: Path, xml: Path) -> None:
         model.export(str(xml), format="openvino", verbose=False)
     except Exception as exc:  # the exporter raises many types for graphs it cannot trace
         raise ModelError(f"cannot convert {directory} to OpenVINO: {type(exc).__name__}: {exc}") from exc
-
-
-def _verify(directory: Path, meta: ArtifactMeta) -> None:
-    from_disk = model_sha256(directory, meta.model_format)
-    if from_disk != meta.sha256:
-        files = " + ".join(meta.model_files)
-        raise ModelError(
-            f"model file changed since it was saved: {files} in {directory} has sha256 {from_disk}, "
-            f"its metadata records {meta.sha256 or 'none'}"
-        )
 
 
 def _complete(entry: Path) -> bool:

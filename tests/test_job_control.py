@@ -76,16 +76,17 @@ def test_skip_known_reuses_results_of_the_same_content(
         (copy / f"c{i}{Path(path).suffix}").write_bytes(Path(path).read_bytes())
     (copy / "new.jpg").write_bytes(jpeg_bytes(42, (80, 60)))
 
-    from aiscan.model import runner
+    from aiscan.model import classifier
 
     calls: list[int] = []
-    original = runner.Runner.predict
+    original = classifier.ImageClassifier.predict
 
     def counting(self, pixels):  # type: ignore[no-untyped-def]
         calls.append(len(pixels))
         return original(self, pixels)
 
-    monkeypatch.setattr(runner.Runner, "predict", counting)
+    # Whatever runtime scores them (AISCAN_RUNTIME), every batch goes through the classifier.
+    monkeypatch.setattr(classifier.ImageClassifier, "predict", counting)
     second = json.loads(invoke("scan", str(copy), "--json", "--skip-known"))
     assert calls == [1], "only the one new image may reach the model"
     old = {r.sha256: r for r in job_rows(first["job_id"]).values()}
