@@ -143,39 +143,34 @@ def build_tables(results: Mapping[str, Any]) -> list[Table]:
         "",
         _note(seed, ("images", "{images} images"), ("seconds", "{seconds:.1f} s, batch 1")),
     )
-    speed.add_row(
-        "model ceiling (Runner, decoded uint8)",
-        _fmt(results.get("ceiling_ips")),
-        _fmt(results.get("ceiling_ips")),
-        _note(
+    best = ("batch_size", "best batch {batch_size}")
+    ceilings: tuple[tuple[str, str, Mapping[str, Any], tuple[tuple[str, str], ...]], ...] = (
+        (
+            "ceiling_ips",
+            "model ceiling (Runner, decoded uint8)",
             ceil,
-            ("batch_size", "best batch {batch_size}"),
-            ("per_batch_size", "(batch: images/s) {per_batch_size}"),
+            (best, ("per_batch_size", "(batch: images/s) {per_batch_size}")),
+        ),
+        (
+            "openvino_ceiling_ips",
+            "OpenVINO ceiling (float32 IR, async requests)",
+            _detail(results, "openvino_ceiling"),
+            (
+                best,
+                ("streams", "{streams} streams"),
+                ("max_abs_diff", "max |p_real - Keras| {max_abs_diff:.1e}"),
+            ),
+        ),
+        (
+            "int8_ceiling_ips",
+            "int8 ceiling (aiscan model optimize --int8)",
+            _detail(results, "int8_ceiling"),
+            (best, ("optimize_s", "optimize took {optimize_s:.0f} s")),
         ),
     )
-    ov = dict(_detail(results, "openvino_ceiling"))
-    speed.add_row(
-        "OpenVINO ceiling (float32 IR, async requests)",
-        _fmt(results.get("openvino_ceiling_ips")),
-        _fmt(results.get("openvino_ceiling_ips")),
-        _note(
-            ov,
-            ("batch_size", "best batch {batch_size}"),
-            ("streams", "{streams} streams"),
-            ("max_abs_diff", "max |p_real - Keras| {max_abs_diff:.1e}"),
-        ),
-    )
-    int8 = dict(_detail(results, "int8_ceiling"))
-    speed.add_row(
-        "int8 ceiling (aiscan model optimize --int8)",
-        _fmt(results.get("int8_ceiling_ips")),
-        _fmt(results.get("int8_ceiling_ips")),
-        _note(
-            int8,
-            ("batch_size", "best batch {batch_size}"),
-            ("optimize_s", "optimize took {optimize_s:.0f} s"),
-        ),
-    )
+    for key, label, detail, notes in ceilings:
+        ips = _fmt(results.get(key))
+        speed.add_row(label, ips, ips, _note(detail, *notes))
     for key, row, label in (
         ("decode_ips_per_core", "decode", "decode, resize (decode_full + squash, 1 thread)"),
         ("tiles_decode_ips_per_core", "tiles_decode", "decode, tiles (decode_full + tiles, 1 thread)"),
